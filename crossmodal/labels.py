@@ -1,0 +1,118 @@
+"""Label definitions: file values, model class indices, names, colours and terminology codes.
+
+Datasets store labels with their own values (MS-CMRSeg: 200/500/600); models work with contiguous
+class indices. A :class:`LabelSet` converts between the two and refuses masks with values it does
+not know, since a silently ignored label is a silently wrong ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crossmodal.errors import InputError
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept (DICOM style): scheme designator, code value, code meaning."""
+
+    scheme: str
+    value: str
+    meaning: str
+
+
+ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
+
+
+@dataclass(frozen=True)
+class Label:
+    """One structure: its value in files, display name, RGB colour in [0, 1] and SNOMED-CT type."""
+
+    name: str
+    value: int
+    color: tuple[float, float, float]
+    code: Code
+    modifier: Code | None = None
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Ordered foreground labels; class index i + 1 is ``labels[i]``, class 0 is background."""
+
+    name: str
+    labels: tuple[Label, ...]
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        return tuple(label.value for label in self.labels)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+    def subset(self, *names: str) -> "LabelSet":
+        """The same labels restricted to ``names`` (e.g. the MYO/LV pair that MMSDNet segments)."""
+        by_name = {label.name: label for label in self.labels}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise KeyError(f"{self.name} has no label(s) {missing}; it has {list(by_name)}")
+        return LabelSet(self.name, tuple(by_name[n] for n in names))
+
+    def check(self, mask: np.ndarray, source: str, allow_unlisted: tuple[int, ...] = ()) -> None:
+        """Raise :class:`InputError` if ``mask`` holds values that are neither 0 nor known labels."""
+        found = np.unique(mask)
+        allowed = {0, *self.values, *allow_unlisted}
+        unexpected = [int(v) for v in found if int(v) not in allowed]
+        if unexpected:
+            raise InputError(
+                source,
+                f"mask has unexpected label value(s) {unexpected}; expected 0 and "
+                f"{', '.join(f'{lab.value} ({lab.name})' for lab in self.labels)}",
+            )
+
+    def to_classes(self, mask: np.ndarray, source: str = "mask", ignore: tuple[int, ...] = ()) -> np.ndarray:
+        """File values -> class indices (uint8). Values in ``ignore`` (e.g. RV 600) become background."""
+        self.check(mask, source, allow_unlisted=ignore)
+        lut_in = np.array(self.values)
+        classes = np.zeros(mask.shape, dtype=np.uint8)
+        for index, value in enumerate(lut_in, start=1):
+            classes[mask == value] = index
+        return classes
+
+    def to_values(self, classes: np.ndarray) -> np.ndarray:
+        """Class indices -> file values, in the smallest integer type that holds them."""
+        if classes.size and int(classes.max()) > len(self.labels):
+            raise ValueError(f"class index {int(classes.max())} exceeds the {len(self.labels)} labels of {self.name}")
+        lut = np.array((0, *self.values), dtype=np.min_scalar_type(max(self.values)))
+        return lut[classes]
+
+
+def _sct(value: str, meaning: str) -> Code:
+    return Code("SCT", value, meaning)
+
+
+MSCMRSEG = LabelSet(
+    "MS-CMRSeg",
+    (
+        Label("myocardium", 200, (0.87, 0.51, 0.34), _sct("74281007", "Myocardium"), _sct("7771000", "Left")),
+        Label("left ventricle", 500, (0.87, 0.26, 0.30), _sct("87878005", "Left ventricle")),
+        Label("right ventricle", 600, (0.35, 0.51, 0.86), _sct("53085002", "Right ventricle")),
+    ),
+)
+"""MS-CMRSeg 2019 challenge values: 200 LV myocardium, 500 LV blood pool, 600 RV."""
+
+CARDIAC_MYO_LV = MSCMRSEG.subset("myocardium", "left ventricle")
+"""What MMSDNet segments (as in its paper): myocardium and LV blood pool."""
+
+ABDOMEN = LabelSet(
+    "abdomen",
+    (
+        Label("liver", 1, (0.87, 0.51, 0.39), _sct("10200004", "Liver")),
+        Label("right kidney", 2, (0.72, 0.31, 0.20), _sct("64033007", "Kidney"), _sct("24028007", "Right")),
+        Label("left kidney", 3, (0.72, 0.43, 0.24), _sct("64033007", "Kidney"), _sct("7771000", "Left")),
+        Label("spleen", 4, (0.62, 0.00, 0.10), _sct("78961009", "Spleen")),
+    ),
+)
+"""Abdominal organs as in the shared CHAOS T2 and BTCV CT copies (1 liver, 2/3 right/left kidney, 4 spleen)."""
