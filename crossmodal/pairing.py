@@ -167,7 +167,7 @@ def write_back(
 ) -> sitk.Image:
     """Put a prediction on the common grid back onto ``modality``'s original volume grid.
 
-    ``prediction`` is (slices, size, size) class indices, or with ``probabilities`` (classes,
+    ``prediction`` is (slices, size, size) integer labels (their dtype is kept), or with ``probabilities`` (classes,
     slices, size, size) soft scores: these are interpolated linearly and then arg-maxed, which
     gives smoother boundaries on a finer target grid than nearest-neighbour labels. Target slices
     that no sample came from (cine slices beyond the LGE stack) stay 0. Where several samples came
@@ -185,7 +185,9 @@ def write_back(
             continue
         if k not in chosen or abs(sample.through_plane_mm) < abs(stack.slices[chosen[k]].through_plane_mm):
             chosen[k] = i
-    out = np.zeros(grid.size[::-1], dtype=np.uint8)
+    if not probabilities and not np.issubdtype(prediction.dtype, np.integer):
+        raise ValueError(f"label predictions must be integers, not {prediction.dtype}; pass probabilities=True for scores")
+    out = np.zeros(grid.size[::-1], dtype=np.uint8 if probabilities else prediction.dtype)
     for k, i in chosen.items():
         source = stack.slices[i].grids[modality]
         target = grid.slice(k)
@@ -196,7 +198,7 @@ def write_back(
             ]
             out[k] = np.argmax(np.stack(scores), axis=0)
         else:
-            labels = source.image(prediction[i].astype(np.uint8))
+            labels = source.image(prediction[i])
             out[k] = sitk.GetArrayFromImage(resample(labels, target, label=True))[0]
     return grid.image(out)
 

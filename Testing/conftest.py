@@ -1,0 +1,50 @@
+"""Shared fixtures: the real data folder (skipped with a reason when absent) and small images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or skip: a user's fresh clone has no such data."""
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"real data {folder} is absent (it lives only beside the project, in ../shared/data)")
+    return folder
+
+
+def rotation(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
+    """Rotation matrix about ``axis`` (Rodrigues)."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    t = np.radians(degrees)
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+
+
+def oblique_volume(
+    size=(37, 29, 11),
+    spacing=(0.7, 1.3, 5.0),
+    origin=(-12.5, 40.25, 101.0),
+    degrees: float = 30.0,
+    dtype=np.int16,
+    seed: int = 0,
+) -> sitk.Image:
+    """An oblique, anisotropic volume with random voxels: geometry errors cannot hide in it."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(-500, 1500, size=size[::-1]).astype(dtype)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(rotation((1.0, 2.0, 0.5), degrees).ravel().tolist())
+    return image
+
+
+@pytest.fixture
+def oblique() -> sitk.Image:
+    return oblique_volume()

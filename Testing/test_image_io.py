@@ -1,0 +1,119 @@
+"""Readers and writers keep geometry and voxels, and refuse bad input with the file's name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import oblique_volume
+from crossmodal.errors import InputError
+from crossmodal.image_io import read_cine_frame, read_image, write_image
+
+
+def assert_same_image(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_file_round_trip_keeps_geometry(tmp_path, oblique, suffix):
+    path = write_image(oblique, tmp_path / f"volume{suffix}")
+    image = read_image(path)
+    assert_same_image(image, oblique)
+    assert image.GetPixelID() == oblique.GetPixelID()
+
+
+def test_write_is_atomic_and_leaves_no_temporary(tmp_path, oblique):
+    target = tmp_path / "out.nrrd"
+    write_image(oblique, target)
+    write_image(oblique_volume(seed=1), target)  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nrrd"]
+    assert_same_image(read_image(target), oblique_volume(seed=1))
+
+
+def test_dicom_series_folder(tmp_path):
+    # A DICOM series written slice by slice with geometry tags, as a scanner would.
+    volume = oblique_volume(size=(24, 20, 6), spacing=(0.8, 0.8, 4.0), dtype=np.int16)
+    direction = volume.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1.99"
+    for k in range(volume.GetDepth()):
+        s = volume[:, :, k]
+        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+            "0020|000e": series,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{x:.6f}" for x in position),
+            "0020|0037": "\\".join(f"{x:.8f}" for x in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
+            "0028|0030": "0.8\\0.8",
+            "0018|0050": "4.0",
+            "0008|0060": "MR",
+        }.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
+        writer.Execute(s)
+    image = read_image(tmp_path)
+    assert image.GetSize() == volume.GetSize()
+    np.testing.assert_allclose(image.GetOrigin(), volume.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(image.GetSpacing(), volume.GetSpacing(), atol=1e-3)
+    np.testing.assert_allclose(image.GetDirection(), volume.GetDirection(), atol=1e-5)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(volume))
+
+
+def test_cine_frame_from_4d(tmp_path):
+    frames = [oblique_volume(seed=t, dtype=np.float32) for t in range(4)]
+    cine = sitk.JoinSeries(frames)
+    path = write_image(cine, tmp_path / "cine.nii.gz")
+    frame = read_cine_frame(path, 2)
+    assert frame.GetDimension() == 3
+    assert_same_image(frame, frames[2])
+    with pytest.raises(InputError, match=r"cine.nii.gz: has 4 time frames \(0..3\); frame 7"):
+        read_cine_frame(path, 7)
+    with pytest.raises(InputError, match="4-D image .*read_cine_frame"):
+        read_image(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(InputError, match=r"nothere.nii.gz: no such file"):
+        read_image(tmp_path / "nothere.nii.gz")
+
+
+def test_unsupported_format(tmp_path):
+    path = tmp_path / "scan.png"
+    path.write_bytes(b"\x89PNG")
+    with pytest.raises(InputError, match="scan.png: unsupported format"):
+        read_image(path)
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "broken.nrrd"
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(InputError, match="broken.nrrd: could not be read"):
+        read_image(path)
+
+
+def test_2d_image_where_volume_needed(tmp_path):
+    path = write_image(sitk.Image(16, 16, sitk.sitkInt16), tmp_path / "slice.nrrd")
+    with pytest.raises(InputError, match="slice.nrrd: is a 2-D image; a 3-D image is needed"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_voxels(tmp_path, bad):
+    array = np.ones((4, 5, 6), np.float32)
+    array[1, 2, 3] = bad
+    path = write_image(sitk.GetImageFromArray(array), tmp_path / "nan.mha")
+    with pytest.raises(InputError, match="nan.mha: has 1 NaN or infinite voxel"):
+        read_image(path)
+
+
+def test_write_refuses_unknown_format_and_missing_folder(tmp_path, oblique):
+    with pytest.raises(InputError, match="cannot write this format"):
+        write_image(oblique, tmp_path / "x.png")
+    with pytest.raises(InputError, match="output folder does not exist"):
+        write_image(oblique, tmp_path / "no" / "x.nrrd")
