@@ -33,10 +33,10 @@ def percentile_scale(
     values = array if mask is None else array[np.asarray(mask, bool)]
     if values.size == 0:
         return np.zeros_like(array)
-    low, high = np.percentile(values, [lower, upper])
+    low, high = (float(v) for v in np.percentile(values, [lower, upper]))
     if high <= low:
         return np.zeros_like(array)
-    return np.clip((array - low) / (high - low), 0.0, 1.0)
+    return np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def zscore(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -46,7 +46,7 @@ def zscore(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     if values.size == 0:
         return np.zeros_like(array)
     std = float(values.std())
-    return (array - float(values.mean())) / (std if std > 0 else 1.0)
+    return ((array - float(values.mean())) / (std if std > 0 else 1.0)).astype(np.float32, copy=False)
 
 
 def normalise_ct(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
