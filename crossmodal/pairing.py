@@ -124,7 +124,9 @@ def pair_volumes(
     offsets = (nearest - other_k) * other_grid.spacing[2]
 
     # Blur once per volume (anti-aliasing for the coarser common grid), then sample slice by slice.
-    reference_smooth, other_smooth = anti_alias(reference, ref_planes[0]), anti_alias(other, ref_planes[0])
+    first = ref_planes[0]
+    stack_grid = Grid((config.size, config.size, len(ref_planes)), first.origin, first.spacing, first.direction)
+    reference_smooth, other_smooth = anti_alias(reference, stack_grid), anti_alias(other, stack_grid)
     samples, mask_samples, slices = [], [], []
     for k, plane in enumerate(ref_planes):
         sample = {ref_name: _sample(reference_smooth, plane)}
@@ -133,7 +135,7 @@ def pair_volumes(
         if abs(offsets[k]) <= max_distance:
             kc = int(nearest[k])
             other_plane = _shifted(plane, other_grid.normal * offsets[k])
-            sample[other_name] = _sample(other_smooth[:, :, kc : kc + 1], other_plane)
+            sample[other_name] = _sample(_slice_through(other_smooth, other_plane), other_plane)
             coverage = float(_sample(_ones(other[:, :, kc : kc + 1]), other_plane, label=True).mean())
             if other_mask is not None:
                 mask_sample[other_name] = _sample(other_mask[:, :, kc : kc + 1], other_plane, label=True)
@@ -215,6 +217,12 @@ def _plane_grid(ref: Grid, k: int, centre: np.ndarray, config: PairingConfig) ->
     spacing = (config.spacing_mm, config.spacing_mm, ref.spacing[2])
     origin = middle - ref.matrix[:, :2] @ (np.array([half, half]) * config.spacing_mm)
     return Grid((config.size, config.size, 1), tuple(origin), spacing, ref.direction)
+
+
+def _slice_through(image: sitk.Image, plane: Grid) -> sitk.Image:
+    """The one-slice image of ``image`` (possibly a cropped part of a volume) that ``plane`` lies in."""
+    k = int(round(Grid.of(image).point_to_index(plane.origin)[2]))
+    return image[:, :, k : k + 1]
 
 
 def _shifted(grid: Grid, offset: np.ndarray) -> Grid:
