@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("CROSSMODAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+"""Real data: ../shared/data beside the project, or the folder named by CROSSMODAL_SHARED_DATA."""
 
 
 def shared_data(name: str) -> Path:
