@@ -117,6 +117,11 @@ def test_bad_inputs_are_named(scene, oblique, tmp_path):
     with pytest.raises(InputError, match="garbage.nrrd: could not be read as a volume"):
         mrml.read_volume(garbage, scene)
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0  # nothing half-made is left
+    bad_segmentation = tmp_path / "bad.seg.nrrd"
+    bad_segmentation.write_bytes(b"NRRD0004\nnot really")
+    with pytest.raises(InputError, match="bad.seg.nrrd: could not be read as a segmentation"):
+        mrml.read_segmentation(bad_segmentation, scene)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     with pytest.raises(InputError, match=r"bad mask: mask has unexpected label value\(s\) \[300\]"):
         mrml.labelmap_to_segmentation_node(labels_on(oblique, values=(0, 300)), MSCMRSEG, scene, "bad mask")
     vector = sitk.Compose(oblique, oblique)

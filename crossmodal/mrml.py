@@ -111,21 +111,8 @@ def volume_node_to_image(node) -> sitk.Image:
 def read_volume(path: str | os.PathLike[str], scene, *, labelmap: bool = False):
     """Read a NIfTI/NRRD/MHA file into a new volume node through Slicer's archetype storage node."""
     slicer = _slicer()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
     node = slicer.vtkMRMLLabelMapVolumeNode() if labelmap else slicer.vtkMRMLScalarVolumeNode()
-    node.SetName(path.name.split(".")[0])
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    scene.AddNode(storage)
-    scene.AddNode(node)
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if not storage.ReadData(node) or node.GetImageData() is None:
-        scene.RemoveNode(node)
-        scene.RemoveNode(storage)
-        raise InputError(path, "could not be read as a volume")
-    return node
+    return _read(node, slicer.vtkMRMLVolumeArchetypeStorageNode(), Path(path), scene, "a volume")
 
 
 def write_volume(node, path: str | os.PathLike[str]) -> Path:
@@ -240,23 +227,21 @@ def segmentation_node_to_labelmap(node, label_set: LabelSet, reference: sitk.Ima
 
 
 def read_segmentation(path: str | os.PathLike[str], scene):
-    """Read a ``.seg.nrrd`` file into a new segmentation node through Slicer's storage node."""
+    """Read a ``.seg.nrrd`` file into a new segmentation node through Slicer's storage node.
+
+    The header is checked with SimpleITK first: Slicer's segmentation reader crashes the whole
+    process (segmentation fault) on some malformed files instead of failing.
+    """
     slicer = _slicer()
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    node = slicer.vtkMRMLSegmentationNode()
-    node.SetName(path.name.split(".")[0])
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
-    scene.AddNode(storage)
-    scene.AddNode(node)
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if not storage.ReadData(node):
-        scene.RemoveNode(node)
-        scene.RemoveNode(storage)
-        raise InputError(path, "could not be read as a segmentation")
-    return node
+    if path.is_file():
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        try:
+            header.ReadImageInformation()
+        except RuntimeError:
+            raise InputError(path, "could not be read as a segmentation (not a valid NRRD file)") from None
+    return _read(slicer.vtkMRMLSegmentationNode(), slicer.vtkMRMLSegmentationStorageNode(), Path(path), scene, "a segmentation")
 
 
 def write_segmentation(node, path: str | os.PathLike[str]) -> Path:
@@ -270,6 +255,22 @@ def write_segmentation(node, path: str | os.PathLike[str]) -> Path:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _read(node, storage, path: Path, scene, what: str):
+    """Read ``path`` into ``node`` through ``storage``; on failure the scene is left as it was."""
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    node.SetName(path.name.split(".")[0])
+    storage.SetFileName(str(path))
+    scene.AddNode(storage)
+    scene.AddNode(node)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node) or (node.IsA("vtkMRMLVolumeNode") and node.GetImageData() is None):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise InputError(path, f"could not be read as {what}")
+    return node
 
 
 def _write_atomically(node, storage, path: Path) -> Path:
