@@ -154,3 +154,11 @@ def test_nnunet_real_datasets(name, count, channel):
     label = ds.read_label(ds.cases[0])
     image = sitk.ReadImage(str(ds.cases[0].images[0]))
     assert label.GetSize() == image.GetSize()
+
+
+def test_float_mask_with_fractional_values_is_refused():
+    from crossmodal.labels import MSCMRSEG
+
+    with pytest.raises(InputError, match="m: mask has non-integer values"):
+        MSCMRSEG.check(np.array([0.0, 200.0, 200.5]), "m")
+    MSCMRSEG.check(np.array([0.0, 200.0, 500.0]), "m")  # whole-number floats are fine

@@ -63,6 +63,8 @@ class LabelSet:
     def check(self, mask: np.ndarray, source: str, allow_unlisted: tuple[int, ...] = ()) -> None:
         """Raise :class:`InputError` if ``mask`` holds values that are neither 0 nor known labels."""
         found = np.unique(mask)
+        if not np.issubdtype(found.dtype, np.integer) and not np.all(np.mod(found, 1) == 0):
+            raise InputError(source, "mask has non-integer values; a label map holds whole numbers")
         allowed = {0, *self.values, *allow_unlisted}
         unexpected = [int(v) for v in found if int(v) not in allowed]
         if unexpected:
