@@ -83,7 +83,7 @@ def write_image(image: sitk.Image, path: PathLike, *, compress: bool = True) -> 
     path = Path(path)
     suffix = image_suffix(path)
     if suffix is None or suffix in (".nhdr", ".mhd"):
-        raise InputError(path, f"cannot write this format; use one of .nii.gz, .nii, .nrrd, .mha")
+        raise InputError(path, "cannot write this format; use one of .nii.gz, .nii, .nrrd, .mha")
     if not path.parent.is_dir():
         raise InputError(path.parent, "output folder does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
