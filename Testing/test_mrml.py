@@ -48,7 +48,11 @@ def labels_on(image: sitk.Image, values=(0, 200, 500, 600), seed=0) -> sitk.Imag
     return labels
 
 
-def test_ijk_to_ras_of_an_oblique_anisotropic_volume(scene, oblique):
+@pytest.mark.parametrize("reflected", [False, True], ids=["rotation", "det-1 like MS-CMRSeg"])
+def test_ijk_to_ras_of_an_oblique_anisotropic_volume(scene, oblique, reflected):
+    if reflected:  # the real MS-CMRSeg headers have left-handed direction matrices
+        direction = np.asarray(oblique.GetDirection()).reshape(3, 3) @ np.diag([1.0, -1.0, 1.0])
+        oblique.SetDirection(tuple(direction.ravel()))
     node = mrml.image_to_volume_node(oblique, scene, "oblique")
     # Expected RAS matrix computed independently from SimpleITK's own index-to-point mapping.
     for index in [(0, 0, 0), (36, 28, 10), (7, 3, 9)]:
