@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,9 @@ import SimpleITK as sitk
 from crossmodal.errors import InputError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-"""Single-file formats read and written; a folder is read as a DICOM series."""
+"""Formats read; a folder is read as a DICOM series."""
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+"""Formats written: single files only, so that one rename makes a write atomic."""
 
 PathLike = str | os.PathLike[str]
 
@@ -76,25 +80,38 @@ def check_finite(image: sitk.Image, source: PathLike) -> None:
 
 
 def write_image(image: sitk.Image, path: PathLike, *, compress: bool = True) -> Path:
-    """Write atomically: a temporary file beside the target, then a rename.
+    """Write atomically: a reader never sees a half-written file, and a failed write leaves the old one."""
+    path = check_writable(path)
+    with atomic_output(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=compress)
+    return path
 
-    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
-    """
+
+def check_writable(path: PathLike) -> Path:
+    """Refuse, before any work, an output in a format we cannot write or in a folder that does not exist."""
     path = Path(path)
-    suffix = image_suffix(path)
-    if suffix is None or suffix in (".nhdr", ".mhd"):
-        raise InputError(path, "cannot write this format; use one of .nii.gz, .nii, .nrrd, .mha")
+    if not path.name.lower().endswith(WRITABLE_SUFFIXES):
+        raise InputError(path, f"cannot write this format; use one of {', '.join(WRITABLE_SUFFIXES)}")
     if not path.parent.is_dir():
         raise InputError(path.parent, "output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=compress)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (same suffix) that replaces ``path`` only if the block succeeds.
+
+    The name has no dot before its random part: Slicer's volume writer stages its files in
+    ``TempWrite<name up to the first dot>``, so a dotted name would make writes share that folder.
+    """
+    fd, name = tempfile.mkstemp(prefix="partial-", suffix=f"-{path.name}", dir=path.parent)
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _read_file(path: Path) -> sitk.Image:

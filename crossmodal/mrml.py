@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from crossmodal.errors import InputError
+from crossmodal.image_io import atomic_output, check_writable
 from crossmodal.labels import ANATOMICAL_STRUCTURE, Label, LabelSet
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -120,12 +120,10 @@ def read_volume(path: str | os.PathLike[str], scene, *, labelmap: bool = False):
 
 def write_volume(node, path: str | os.PathLike[str]) -> Path:
     """Write a volume node through Slicer's archetype storage node, atomically (single-file formats)."""
-    slicer = _slicer()
-    if not str(path).lower().endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
-        raise InputError(path, "cannot write this format; use one of .nii.gz, .nii, .nrrd, .mha")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    path = check_writable(path)
+    storage = _slicer().vtkMRMLVolumeArchetypeStorageNode()
     storage.SetUseCompression(True)
-    return _write_atomically(node, storage, Path(path))
+    return _write_atomically(node, storage, path)
 
 
 # --- segmentations -------------------------------------------------------------------------------
@@ -209,8 +207,9 @@ def segmentation_node_to_labelmap(node, label_set: LabelSet, reference: sitk.Ima
         colors.SetColor(value, segment.GetName(), *segment.GetColor(), 1.0)
         ids.InsertNextValue(segment_id)
     scene.AddNode(colors)
-    reference_node = image_to_volume_node(sitk.Image(reference.GetSize(), sitk.sitkUInt8), scene, "reference", labelmap=True)
-    reference_node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras(reference)))
+    empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(reference)
+    reference_node = image_to_volume_node(empty, scene, "reference", labelmap=True)
     output = slicer.vtkMRMLLabelMapVolumeNode()
     display = slicer.vtkMRMLLabelMapVolumeDisplayNode()
     try:
@@ -256,6 +255,7 @@ def write_segmentation(node, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.name.endswith(".seg.nrrd"):
         raise InputError(path, "a segmentation is written as .seg.nrrd")
+    check_writable(path)
     storage = _slicer().vtkMRMLSegmentationStorageNode()
     storage.SetUseCompression(True)
     return _write_atomically(node, storage, path)
@@ -281,32 +281,22 @@ def _read(node, storage, path: Path, scene, what: str):
 
 
 def _write_atomically(node, storage, path: Path) -> Path:
-    """Write through ``storage`` to a temporary file beside ``path``, then rename it into place.
-
-    The temporary name has no dot before its random part: Slicer's volume writer stages files in
-    ``TempWrite<name up to its first dot>`` beside the target and deletes that folder first, so a
-    dotted name would make every write share (and delete) one ``TempWrite`` folder.
-    """
+    """Write through ``storage`` to a temporary file beside ``path``, then rename it into place."""
     scene = node.GetScene()
     if scene is None:
         raise InputError(node.GetName(), "is not in a scene")
     if node.GetParentTransformNode() is not None:
         raise InputError(node.GetName(), "is under a transform; harden the transform before saving it")
-    if not path.parent.is_dir():
-        raise InputError(path.parent, "output folder does not exist")
-    fd, temporary = tempfile.mkstemp(prefix="partial-", suffix=f"-{path.name}", dir=path.parent)
-    os.close(fd)
-    staging = path.parent / f"TempWrite{Path(temporary).name.split('.')[0]}"
-    try:
-        storage.SetFileName(temporary)
-        scene.AddNode(storage)
-        if not storage.WriteData(node):
-            raise InputError(path, f"could not be written ({node.GetName()})")
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        scene.RemoveNode(storage)
+    with atomic_output(path) as temporary:
+        staging = path.parent / f"TempWrite{temporary.name.split('.')[0]}"  # Slicer's volume writer's
+        try:
+            storage.SetFileName(str(temporary))
+            scene.AddNode(storage)
+            if not storage.WriteData(node):
+                raise InputError(path, f"could not be written ({node.GetName()})")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            scene.RemoveNode(storage)
     return path
 
 
