@@ -50,3 +50,25 @@ def oblique_volume(
 @pytest.fixture
 def oblique() -> sitk.Image:
     return oblique_volume()
+
+
+def write_phantom_mscmrseg(folder: Path, labelled: int, unlabelled: int = 0, **phantom) -> Path:
+    """An MS-CMRSeg-layout folder of synthetic patients: ``labelled`` with LGE masks, then ``unlabelled`` without."""
+    from crossmodal.image_io import write_image
+    from crossmodal.phantoms import cardiac_pair
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for patient in range(1, labelled + unlabelled + 1):
+        pair = cardiac_pair(seed=patient, **phantom)
+        write_image(pair.cine, folder / f"patient{patient}_C0.nii.gz")
+        write_image(pair.cine_mask, folder / f"patient{patient}_C0_manual.nii.gz")
+        write_image(pair.lge, folder / f"patient{patient}_DE.nii.gz")
+        if patient <= labelled:
+            write_image(pair.lge_mask, folder / f"patient{patient}_DE_manual.nii.gz")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def phantom_mscmrseg(tmp_path_factory) -> Path:
+    """Seven labelled and two cine-only-labelled synthetic patients (enough for three folds)."""
+    return write_phantom_mscmrseg(tmp_path_factory.mktemp("phantom_mscmrseg"), labelled=7, unlabelled=2)

@@ -74,6 +74,16 @@ class PairedStack:
         """Boolean per sample: does the other modality have a slice for it."""
         return np.array([s.paired for s in self.slices])
 
+    @property
+    def common_grid(self) -> Grid:
+        """The samples' reference planes as one regular 3-D grid (they are parallel and equally spaced)."""
+        return stack_grid([s.grids[self.reference] for s in self.slices])
+
+
+def stack_grid(planes: list[Grid]) -> Grid:
+    first = planes[0]
+    return Grid((first.size[0], first.size[1], len(planes)), first.origin, first.spacing, first.direction)
+
 
 def heart_centre(reference: sitk.Image, other: sitk.Image) -> np.ndarray:
     """Label-free crop centre: the midpoint of the two fields of view (LPS, mm).
@@ -87,7 +97,7 @@ def heart_centre(reference: sitk.Image, other: sitk.Image) -> np.ndarray:
 
 def pair_volumes(
     reference: sitk.Image,
-    other: sitk.Image,
+    other: sitk.Image | None,
     config: PairingConfig = PairingConfig(),
     *,
     names: tuple[str, str] = ("LGE", "cine"),
@@ -99,9 +109,13 @@ def pair_volumes(
 
     Reference slices with no other slice within ``max_through_plane_mm`` are kept, unpaired (their
     other-modality pixels are 0), so that single-input inference still covers the whole reference.
-    ``centre`` (LPS mm) overrides the label-free crop centre, e.g. with a point the user placed.
+    ``other=None`` gives the reference's samples alone (single-modality inference), centred on its
+    field of view. ``centre`` (LPS mm) overrides the label-free crop centre, e.g. with a point the
+    user placed.
     """
     ref_name, other_name = names
+    if other is None:
+        return _single_stack(reference, config, ref_name, other_name, reference_mask, centre)
     ref_grid, other_grid = Grid.of(reference), Grid.of(other)
     _check_masks(reference, reference_mask, ref_name)
     _check_masks(other, other_mask, other_name)
@@ -124,9 +138,8 @@ def pair_volumes(
     offsets = (nearest - other_k) * other_grid.spacing[2]
 
     # Blur once per volume (anti-aliasing for the coarser common grid), then sample slice by slice.
-    first = ref_planes[0]
-    stack_grid = Grid((config.size, config.size, len(ref_planes)), first.origin, first.spacing, first.direction)
-    reference_smooth, other_smooth = anti_alias(reference, stack_grid), anti_alias(other, stack_grid)
+    common = stack_grid(ref_planes)
+    reference_smooth, other_smooth = anti_alias(reference, common), anti_alias(other, common)
     samples, mask_samples, slices = [], [], []
     for k, plane in enumerate(ref_planes):
         sample = {ref_name: _sample(reference_smooth, plane)}
@@ -158,6 +171,20 @@ def pair_volumes(
         slices,
         {ref_name: ref_grid, other_name: other_grid},
     )
+
+
+def _single_stack(
+    image: sitk.Image, config: PairingConfig, name: str, other_name: str, mask: sitk.Image | None, centre: np.ndarray | None
+) -> PairedStack:
+    grid = Grid.of(image)
+    _check_masks(image, mask, name)
+    centre = grid.centre if centre is None else np.asarray(centre, float)
+    planes = [_plane_grid(grid, k, centre, config) for k in range(grid.size[2])]
+    smooth = anti_alias(image, stack_grid(planes))
+    images = {name: np.stack([_sample(smooth, plane) for plane in planes]).astype(np.float32)}
+    masks = {} if mask is None else {name: np.stack([_sample(mask, plane, label=True) for plane in planes])}
+    slices = [PairedSlice({name: plane}, {name: k}, 0.0, 0.0) for k, plane in enumerate(planes)]
+    return PairedStack(name, other_name, images, masks, slices, {name: grid})
 
 
 def write_back(

@@ -1,0 +1,143 @@
+"""Model bundles (hash, safe loading, bad files) and MMSDNet inference back in physical space."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from crossmodal.bundles import ModelCard, load_bundle, save_bundle
+from crossmodal.cardiac_inference import OUTPUTS, displacement_transform, segment_cardiac
+from crossmodal.errors import InputError
+from crossmodal.geometry import Grid
+from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
+from crossmodal.phantoms import cardiac_pair
+
+CONFIG = MMSDNetConfig(filters=4)
+
+
+def card() -> ModelCard:
+    return ModelCard(
+        id="test-mmsdnet", version="0", architecture="MMSDNet", hyperparameters=CONFIG.as_dict(), modalities=["cine", "LGE"],
+        preprocessing={"size": 64, "spacing_mm": 2.5, "normalisation": "percentile 0.5-99.5 per slice"},
+        labels=ModelCard.label_entries(CARDIAC_MYO_LV),
+    )
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    torch.manual_seed(0)
+    save_bundle(tmp_path / "model", MMSDNet(CONFIG), card())
+    return tmp_path / "model"
+
+
+def test_a_saved_bundle_loads_into_the_same_network(bundle):
+    loaded_card, network = load_bundle(bundle)
+    assert len(loaded_card.sha256) == 64 and not network.training
+    torch.manual_seed(0)
+    reference = MMSDNet(CONFIG)
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), network.state_dict().values()))
+
+
+def test_a_tampered_weights_file_is_refused_before_it_is_read(bundle):
+    weights = bundle / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="does not match the sha256 in its card"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: (b / "card.json").unlink(), "card.json is missing"),
+        (lambda b: (b / "model.pt").unlink(), "model.pt is missing"),
+        (lambda b: (b / "card.json").write_text("{not json"), "is not a valid model card"),
+        (lambda b: _edit_card(b, architecture="Nope"), "unknown architecture 'Nope'"),
+        (lambda b: _edit_card(b, hyperparameters={**CONFIG.as_dict(), "filters": 8}), "does not fit the MMSDNet"),
+    ],
+)
+def test_broken_bundles_get_clear_errors(bundle, damage, message):
+    damage(bundle)
+    with pytest.raises(InputError, match=message):
+        load_bundle(bundle)
+
+
+def test_a_pickled_object_in_place_of_weights_is_not_executed(bundle, tmp_path):
+    """weights_only=True: a bundle cannot run code, even with a matching hash."""
+    import hashlib
+
+    torch.save({"payload": Exploit()}, bundle / "model.pt")
+    _edit_card(bundle, sha256=hashlib.sha256((bundle / "model.pt").read_bytes()).hexdigest())
+    with pytest.raises(InputError, match="could not be read as PyTorch weights"):
+        load_bundle(bundle)
+    assert not (tmp_path / "pwned").exists()
+
+
+class Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, ("pwned",))
+
+
+def _edit_card(bundle, **changes):
+    data = json.loads((bundle / "card.json").read_text())
+    data.update(changes)
+    (bundle / "card.json").write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return cardiac_pair(seed=4)
+
+
+def test_pair_inference_returns_every_output_on_its_own_modality_grid(pair):
+    torch.manual_seed(0)
+    result = segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge, cine=pair.cine)
+    assert set(result.masks) == set(OUTPUTS)
+    for name, (_, modality) in OUTPUTS.items():
+        reference = pair.lge if modality == "LGE" else pair.cine
+        assert Grid.of(result.masks[name]) == Grid.of(reference), name
+        assert set(np.unique(sitk.GetArrayFromImage(result.masks[name]))) <= {0, 200, 500}
+    assert Grid.of(result.anatomy["cine"]) == Grid.of(pair.cine)
+    assert result.control_points.shape == (len(result.stack.slices), 25, 2, 3)
+
+
+def test_an_untrained_alignment_is_the_identity_up_to_the_cine_slice_offset(pair):
+    """Zero TPS offsets: each LGE point shows the cine point straight through-plane, on the cine's nearest slice."""
+    result = segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge, cine=pair.cine)
+    field = sitk.GetArrayFromImage(result.displacement)  # (slices, rows, cols, 3)
+    normal = Grid.of(pair.lge).normal
+    for i, sample in enumerate(result.stack.slices):
+        if sample.paired:
+            expected = normal * sample.through_plane_mm
+            assert np.allclose(field[i], expected, atol=1e-3), i
+    assert Grid.of(result.displacement) == result.stack.common_grid
+    shifts = result.control_points[:, :, 1] - result.control_points[:, :, 0]
+    assert all(np.allclose(shifts[i], normal * s.through_plane_mm, atol=1e-3) for i, s in enumerate(result.stack.slices) if s.paired)
+    transform = displacement_transform(result)
+    point = result.stack.common_grid.index_to_point([10, 20, 3])
+    assert np.allclose(transform.TransformPoint(point), point + field[3, 20, 10], atol=1e-3)
+
+
+def test_single_modality_inference_gives_only_that_modality(pair):
+    result = segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge)
+    assert set(result.masks) == {"LGE"} and result.displacement is None
+    assert Grid.of(result.masks["LGE"]) == Grid.of(pair.lge)
+    with pytest.raises(ValueError, match="single modality"):
+        displacement_transform(result)
+    only_cine = segment_cardiac(MMSDNet(CONFIG), card(), cine=pair.cine)
+    assert set(only_cine.masks) == {"cine"} and Grid.of(only_cine.masks["cine"]) == Grid.of(pair.cine)
+    with pytest.raises(ValueError, match="needs an LGE image, a cine image or both"):
+        segment_cardiac(MMSDNet(CONFIG), card())
+
+
+def test_a_pair_that_does_not_overlap_is_refused(pair):
+    far = sitk.Image(pair.cine)
+    far.SetOrigin(tuple(np.array(pair.cine.GetOrigin()) + 500 * Grid.of(pair.cine).normal))
+    with pytest.raises(InputError, match="do not overlap"):
+        segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge, cine=far)

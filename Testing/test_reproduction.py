@@ -1,0 +1,61 @@
+"""The Table 1 runner: patient splits, fractions, statistics, and a tiny end-to-end run with resume."""
+
+import json
+
+import pytest
+
+from crossmodal.reproduction import main, make_folds, significance, summarise
+
+
+def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint():
+    labelled, unlabelled = [1, 3, 5, 8, 11, 28, 29, 30, 33, 35], [2, 4, 6]
+    folds = make_folds(labelled, unlabelled)
+    assert sorted(p for f in folds for p in f.test) == labelled
+    for f in folds:
+        assert not set(f.train) & set(f.test) and not set(f.train) & set(f.validation) and not set(f.validation) & set(f.test)
+        assert set(unlabelled) <= set(f.train) and set(f.labelled_train) <= set(f.train) and len(f.validation) == 2
+        sizes = [len(f.lge_labelled(x)) for x in (100, 50, 25, 0)]
+        assert sizes[0] == len(f.labelled_train) and sizes[3] == 0 and sizes[0] >= sizes[1] >= sizes[2] >= 1
+        assert f.lge_labelled(25) <= f.lge_labelled(50) <= f.lge_labelled(100)
+    with pytest.raises(ValueError, match="too few"):
+        make_folds([1, 2, 3, 4, 5], [])
+
+
+def run(method, fraction, fold, scores):
+    return {"method": method, "fraction": fraction, "fold": fold, "scores": scores}
+
+
+def patient_scores(myo, lv):
+    return {"volume": {"MYO": myo, "LV": lv}, "slices": {"MYO": myo, "LV": lv}}
+
+
+def test_summary_pools_folds_and_the_test_compares_with_the_best_other_method():
+    runs = [
+        run("baselines", 0, 0, {"copy masks": {str(p): patient_scores(0.3, 0.5) for p in range(6)}}),
+        run("UNet-single", 100, 0, {"UNet-single": {str(p): patient_scores(0.5 + p / 100, 0.8) for p in range(6)}}),
+        run("MMSDNet", 100, 0, {"MMSDNet-multi": {str(p): patient_scores(0.7 + p / 50, 0.9) for p in range(6)},
+                               "MMSDNet-single": {str(p): patient_scores(0.6, 0.85) for p in range(6)}}),
+    ]
+    table = summarise(runs)
+    assert table["copy masks"].keys() == {"100", "50", "25", "0"}  # fraction-independent rows fill every column
+    assert table["UNet-single"].keys() == {"100"}
+    assert table["MMSDNet-multi"]["100"]["volume_MYO"]["mean"] == pytest.approx(0.75)
+    assert table["MMSDNet-multi"]["100"]["volume_mean"]["mean"] == pytest.approx(0.825)
+    tests = significance(table)
+    assert tests["100"]["against"] == "UNet-single" and tests["100"]["difference"] > 0
+
+
+def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tmp_path, capsys):
+    args = ["--data", str(phantom_mscmrseg), "--out", str(tmp_path), "--folds", "0", "--fractions", "100", "0",
+            "--methods", "MMSDNet", "UNet-single", "--steps", "2", "--schedule", "reduced"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "table1.json").read_text())
+    assert {"MMSDNet-multi", "MMSDNet-single", "UNet-single"} <= result["table"].keys()
+    assert "0" not in result["table"]["UNet-single"]  # no labelled LGE at 0 %: cannot train
+    assert json.loads((tmp_path / "runs" / "0-UNet-single-0.json").read_text())["trained"] is False
+    assert "| MMSDNet-multi |" in (tmp_path / "table1.md").read_text()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
+    assert '"event": "run"' not in capsys.readouterr().out  # nothing re-trained

@@ -1,0 +1,102 @@
+"""Trainer package: samples and flags, augmentation, semi-supervised wiring, checkpoint choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from crossmodal.datasets import discover_mscmrseg
+from crossmodal.nets.mmsdnet import MMSDNetConfig
+from crossmodal.pairing import PairingConfig
+from crossmodal.training.cardiac_data import Augmentation, build_samples, load_patient
+from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
+from crossmodal.training.methods import DualStreamMethod, MMSDNetMethod, UNetMethod
+from crossmodal.training.trainer import Schedule, train
+
+GRID = PairingConfig(spacing_mm=2.5, size=64)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def patients(phantom_mscmrseg):
+    cases = {c.patient: c for c in discover_mscmrseg(phantom_mscmrseg)}
+    return {p: load_patient(cases[p], GRID) for p in (1, 2, 8)}
+
+
+def test_patients_are_paired_normalised_and_masked(patients):
+    p = patients[1]
+    assert p.lge.shape == p.cine.shape == p.lge_mask.shape == (len(p.stack.slices), 64, 64)
+    assert 0 <= p.lge.min() and p.lge.max() <= 1
+    assert set(np.unique(p.lge_mask)) <= {0, 1, 2} and (p.lge_mask == 1).any() and (p.lge_mask == 2).any()
+    assert patients[8].lge_mask is None and patients[8].lge_reference is None and patients[8].cine_mask is not None
+
+
+def test_only_chosen_patients_contribute_lge_masks(patients):
+    samples = build_samples(list(patients.values()), {2})
+    n1, n2 = len(patients[1].lge), len(patients[2].lge)
+    assert samples.has_lge_mask.tolist() == [False] * n1 + [True] * n2 + [False] * len(patients[8].lge)
+    assert samples.lge_mask[:n1].sum() == 0 and samples.lge_mask[n1 : n1 + n2].sum() > 0
+    with pytest.raises(ValueError, match="patient 8 has no LGE mask"):
+        build_samples([patients[8]], {8})
+
+
+def test_augmentation_moves_image_and_mask_together():
+    mask = torch.zeros(4, 32, 32, dtype=torch.long)
+    mask[:, 10:20, 12:24] = 2
+    image = mask[:, None].float() / 2
+    warped, warped_mask = Augmentation()(image, mask, torch.Generator().manual_seed(1))
+    agreement = ((warped[:, 0] > 0.5) == (warped_mask == 2)).float().mean()
+    assert agreement > 0.98 and not torch.equal(warped_mask, mask)
+    same, same_mask = Augmentation(0, 0, 0)(image, mask, torch.Generator())
+    assert torch.equal(same_mask, mask) and torch.allclose(same, image, atol=1e-5)
+
+
+def test_without_lge_masks_the_lge_encoder_still_learns_through_the_cine_masks(patients):
+    """The semi-supervised path: at 0 % LGE masks, cine-supervised warped and fused anatomies train E_a2."""
+    method = MMSDNetMethod(MMSDNetConfig(filters=4), CPU)
+    samples = build_samples([patients[1], patients[8]], set())
+    assert not samples.has_lge_mask.any()
+    before = [p.detach().clone() for p in method.network.anatomy[1].parameters()]
+    losses = method.train_step(samples.batch(torch.arange(4)), torch.Generator().manual_seed(0))
+    assert all(np.isfinite(v) for v in losses.values()) and losses["dice"] > 0
+    after = list(method.network.anatomy[1].parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_methods_that_need_lge_masks_refuse_to_train_without_them(patients):
+    samples = build_samples([patients[1]], set())
+    with pytest.raises(ValueError, match="UNet-single: no training sample has the masks"):
+        train(UNetMethod(3, 4, 4, CPU, both=False), samples, Schedule(1))
+    train(UNetMethod(3, 4, 4, CPU, both=True), samples, Schedule(1))  # the cine masks suffice
+
+
+def test_training_keeps_the_best_validated_weights(patients):
+    method = DualStreamMethod(3, 4, 4, CPU)
+    scores = iter([0.2, 0.9, 0.1])
+    kept = {}
+
+    def validate(m):
+        score = next(scores)
+        kept[score] = {k: v.clone() for k, v in m.state_dict().items()}
+        return score
+
+    result = train(method, build_samples([patients[1]], {1}), Schedule(3, batch_size=2, validate_every=1), validate=validate)
+    assert (result.best_step, result.best_score) == (2, 0.9)
+    assert all(torch.equal(v, kept[0.9][k]) for k, v in method.state_dict().items())
+
+
+def test_a_perfect_prediction_scores_near_one_on_the_native_lge_grid(patients):
+    """Geometry through write-back: the LGE mask on the common grid, put back, matches the native mask."""
+    p = patients[2]
+    perfect = np.stack([(p.lge_mask == c).astype(np.float32) for c in range(3)])
+    scores = score_native(p, perfect)
+    assert scores["volume"]["LV"] > 0.9 and scores["volume"]["MYO"] > 0.75  # 2.5 mm grid vs ~0.75 mm voxels
+    assert score_common_grid(p, perfect) == 1.0
+
+
+def test_predictions_cover_every_lge_slice_for_every_output(patients):
+    method = MMSDNetMethod(MMSDNetConfig(filters=4), CPU)
+    probs = predict_patient(method, patients[1], batch_size=5)
+    assert set(probs) == {"MMSDNet-single", "MMSDNet-multi"}
+    for p in probs.values():
+        assert p.shape == (3, len(patients[1].lge), 64, 64)
+        assert np.allclose(p.sum(axis=0), 1, atol=1e-5)

@@ -1,0 +1,108 @@
+"""Model bundles: a folder with ``model.pt`` (a state dict) and ``card.json`` (what the model is and how to feed it).
+
+The card's sha256 of ``model.pt`` is checked before every load, and weights are read with
+``torch.load(weights_only=True)`` only, so a bundle can carry no code. The card is what the CLI and
+the Slicer modules show a user: architecture, input modalities and preprocessing, labels with
+names and colours, training data and validation metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from crossmodal.errors import InputError
+from crossmodal.image_io import atomic_output
+from crossmodal.labels import LabelSet
+
+CARD, WEIGHTS = "card.json", "model.pt"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    version: str
+    architecture: str
+    """Name in :data:`ARCHITECTURES` (how to build the network)."""
+    hyperparameters: dict
+    modalities: list[str]
+    preprocessing: dict
+    """Common-grid size and spacing, intensity normalisation."""
+    labels: list[dict]
+    """Per class index 1..n: name, file value, colour (background is class 0)."""
+    training: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    sha256: str = ""
+
+    @staticmethod
+    def label_entries(label_set: LabelSet) -> list[dict]:
+        return [{"class": i, "name": lab.name, "value": lab.value, "color": list(lab.color)} for i, lab in enumerate(label_set.labels, 1)]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(folder: Path, network: torch.nn.Module, card: ModelCard) -> ModelCard:
+    """Write ``model.pt`` then ``card.json`` (with the weights' sha256) atomically; returns the final card."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_output(folder / WEIGHTS) as partial:
+        torch.save(network.state_dict(), partial)
+        digest = sha256_of(partial)
+    final = ModelCard(**{**asdict(card), "sha256": digest})
+    with atomic_output(folder / CARD) as partial:
+        partial.write_text(json.dumps(asdict(final), indent=1) + "\n")
+    return final
+
+
+def read_card(folder: Path) -> ModelCard:
+    """The card of a bundle, checked for completeness (no weights are read)."""
+    path = Path(folder) / CARD
+    if not path.is_file():
+        raise InputError(folder, f"is not a model bundle: {CARD} is missing")
+    try:
+        data = json.loads(path.read_text())
+        return ModelCard(**data)
+    except (json.JSONDecodeError, TypeError) as error:
+        raise InputError(path, f"is not a valid model card ({error})") from None
+
+
+def load_bundle(folder: Path, device: torch.device | str = "cpu") -> tuple[ModelCard, torch.nn.Module]:
+    """Check the hash, read the weights safely, build the network in eval mode on ``device``."""
+    card = read_card(folder)
+    weights = Path(folder) / WEIGHTS
+    if not weights.is_file():
+        raise InputError(folder, f"is not a complete model bundle: {WEIGHTS} is missing")
+    if sha256_of(weights) != card.sha256:
+        raise InputError(weights, "does not match the sha256 in its card: the file was changed or corrupted; refusing to load it")
+    if card.architecture not in ARCHITECTURES:
+        raise InputError(folder / CARD, f"names unknown architecture {card.architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(weights, f"could not be read as PyTorch weights ({type(error).__name__}: {error})") from None
+    network = ARCHITECTURES[card.architecture](card.hyperparameters)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise InputError(weights, f"does not fit the {card.architecture} described in its card ({str(error).splitlines()[0]})") from None
+    return card, network.to(device).eval()
+
+
+def _mmsdnet(hyperparameters: dict) -> torch.nn.Module:
+    from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
+
+    return MMSDNet(MMSDNetConfig(**{**hyperparameters, "modalities": tuple(hyperparameters["modalities"])}))
+
+
+ARCHITECTURES = {"MMSDNet": _mmsdnet}
+"""Architecture name -> builder from the card's hyper-parameters."""

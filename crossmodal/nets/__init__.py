@@ -1,0 +1,1 @@
+"""Networks: MMSDNet (disentangle, align, fuse) and the learned baselines it is compared with."""

@@ -1,0 +1,197 @@
+"""The methods of MMSDNet's Table 1 that learn: MMSDNet, UNet-single, UNet-both, DualStream.
+
+Every method trains from the same :class:`SampleSet` batches (with their per-sample flags saying
+which masks may be used) and predicts class probabilities for LGE slices, so one runner trains,
+validates and tests them all on the same splits. A method may produce several results: MMSDNet
+gives "MMSDNet-single" (the LGE anatomy alone) and "MMSDNet-multi" (the fused anatomy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from crossmodal.nets.blocks import UNet
+from crossmodal.nets.dualstream2d import DualStreamUNet
+from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig, MaskDiscriminator
+from crossmodal.training.cardiac_data import Augmentation, SampleSet
+from crossmodal.training.losses import (
+    dice_loss,
+    discriminator_adversarial,
+    generator_adversarial,
+    kl_divergence,
+    one_hot,
+)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The paper's weights: L = 0.1 KL + 10 Dice + 1 adversarial + 10 reconstruction + 1 z-reconstruction."""
+
+    kl: float = 0.1
+    dice: float = 10.0
+    adversarial: float = 1.0
+    reconstruction: float = 10.0
+    z_reconstruction: float = 1.0
+
+
+class Method:
+    """Common parts: the network(s), Adam, augmentation, the device, and no-grad prediction in batches."""
+
+    name: str
+    outputs: tuple[str, ...]
+
+    def __init__(self, network: nn.Module, learning_rate: float, device: torch.device) -> None:
+        self.device = device
+        self.network = network.to(device)
+        self.optimiser = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        self.augment = Augmentation()
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        raise NotImplementedError
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        """Which samples this method can learn from (boolean per sample)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Probabilities (slices, classes, H, W) for each of ``outputs``; ``paired`` flags slices with a cine."""
+        raise NotImplementedError
+
+    def _augmented(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.augment(image, mask, generator)
+        return image.to(self.device), mask.to(self.device)
+
+    def _apply(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.network.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.network.load_state_dict(state)
+
+
+class MMSDNetMethod(Method):
+    """MMSDNet with its mask discriminator, trained semi-supervised from paired slices."""
+
+    name = "MMSDNet"
+    outputs = ("MMSDNet-single", "MMSDNet-multi")
+
+    def __init__(self, config: MMSDNetConfig, device: torch.device, learning_rate: float = 1e-4, weights: LossWeights = LossWeights()) -> None:
+        super().__init__(MMSDNet(config), learning_rate, device)
+        self.config, self.weights = config, weights
+        self.discriminator = MaskDiscriminator(config.classes).to(device)
+        self.discriminator_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=learning_rate)
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        return samples.has_cine
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        net, w, classes = self.network, self.weights, self.config.classes
+        net.train()
+        cine, cine_mask = self._augmented(batch.cine, batch.cine_mask, generator)
+        lge, lge_mask = self._augmented(batch.lge, batch.lge_mask, generator)
+        labelled = batch.has_lge_mask.to(self.device)
+        out = net(cine, lge)
+
+        terms = {
+            "kl": kl_divergence(out["mean1"], out["log_variance1"]) + kl_divergence(out["mean2"], out["log_variance2"]),
+            "reconstruction": F.l1_loss(out["reconstruction1"], cine) + F.l1_loss(out["reconstruction2"], lge),
+            "z_reconstruction": self._z_reconstruction(out),
+            "dice": sum(dice_loss(out[f"logits_{k}"], cine_mask) for k in ("anatomy1", "warped2", "fused1"))
+            + sum(dice_loss(out[f"logits_{k}"][labelled], lge_mask[labelled]) for k in ("anatomy2", "warped1", "fused2")),
+        }
+        fake = [torch.softmax(out[f"logits_{k}"], dim=1) for k in ("anatomy2", "fused2")]
+        terms["adversarial"] = sum(generator_adversarial(self.discriminator(f)) for f in fake)
+        total = sum(getattr(w, k) * v for k, v in terms.items())
+        self._apply(total, self.optimiser)
+
+        real = one_hot(torch.cat([cine_mask, lge_mask[labelled]]), classes)
+        d_loss = discriminator_adversarial(self.discriminator(real), self.discriminator(torch.cat(fake).detach()))
+        self._apply(d_loss, self.discriminator_optimiser)
+        return {"loss": total.item(), "discriminator": d_loss.item(), **{k: v.item() for k, v in terms.items()}}
+
+    def _z_reconstruction(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Decode a z drawn from the prior and encode it again: it should come back (L1)."""
+        loss = 0.0
+        for index in (0, 1):
+            anatomy = out[f"anatomy{index + 1}"]
+            z = torch.randn(len(anatomy), self.config.z_dim, device=anatomy.device)
+            loss = loss + F.l1_loss(self.network.reencode_z(index, anatomy, z), z)
+        return loss
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        single = torch.softmax(self.network(None, lge.to(self.device))["logits_anatomy2"], dim=1).cpu()
+        multi = single.clone()
+        if paired.any():
+            out = self.network(cine[paired].to(self.device), lge[paired].to(self.device))
+            multi[paired] = torch.softmax(out["logits_fused2"], dim=1).cpu()
+        return {"MMSDNet-single": single, "MMSDNet-multi": multi}
+
+
+class UNetMethod(Method):
+    """A U-Net of MMSDNet's anatomy-encoder shape; ``both`` also learns from cine slices (mixed batches)."""
+
+    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, *, both: bool, learning_rate: float = 1e-4) -> None:
+        super().__init__(UNet(1, classes, filters, depth), learning_rate, device)
+        self.both = both
+        self.name = "UNet-both" if both else "UNet-single"
+        self.outputs = (self.name,)
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        return samples.has_lge_mask | (samples.has_cine if self.both else torch.zeros_like(samples.has_cine))
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        self.network.train()
+        images, masks = [batch.lge[batch.has_lge_mask]], [batch.lge_mask[batch.has_lge_mask]]
+        if self.both:
+            images.append(batch.cine[batch.has_cine])
+            masks.append(batch.cine_mask[batch.has_cine])
+        image, mask = self._augmented(torch.cat(images), torch.cat(masks), generator)
+        loss = dice_loss(self.network(image), mask)
+        self._apply(loss, self.optimiser)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        return {self.name: torch.softmax(self.network(lge.to(self.device)), dim=1).cpu()}
+
+
+class DualStreamMethod(Method):
+    """Two-stream U-Net (V4): cine through stream 0, LGE through stream 1, shared deepest scale."""
+
+    name = "DualStream"
+    outputs = ("DualStream",)
+
+    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, learning_rate: float = 1e-4) -> None:
+        super().__init__(DualStreamUNet(classes, filters, depth), learning_rate, device)
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        return samples.has_lge_mask | samples.has_cine
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        self.network.train()
+        loss = torch.zeros((), device=self.device)
+        for stream, (images, masks, keep) in enumerate(
+            ((batch.cine, batch.cine_mask, batch.has_cine), (batch.lge, batch.lge_mask, batch.has_lge_mask))
+        ):
+            if keep.any():
+                image, mask = self._augmented(images[keep], masks[keep], generator)
+                loss = loss + dice_loss(self.network(image, stream), mask)
+        self._apply(loss, self.optimiser)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        return {self.name: torch.softmax(self.network(lge.to(self.device), 1), dim=1).cpu()}
