@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test bench clean
+.PHONY: venv test bench reproduce-mmsdnet clean
 
 venv: $(STAMP)
 
@@ -19,8 +19,14 @@ test: $(STAMP)
 
 # Data-layer benchmark on ../shared/data (or DATA=...): JSON to bench/data_layer.json.
 DATA ?= ../shared/data/mscmrseg
+BUNDLE ?= Resources/Models/mmsdnet-mscmrseg
 bench: $(STAMP)
 	$(PY) -m crossmodal.benchmarks.data_layer --data $(DATA) --out bench/data_layer.json
+	$(PY) -m crossmodal.benchmarks.mmsdnet $(if $(wildcard $(BUNDLE)/card.json),--bundle $(BUNDLE)) --out bench/mmsdnet.json
+
+# MMSDNet Table 1 on MS-CMRSeg (reduced schedule on a CPU, full on a GPU); resumes if interrupted.
+reproduce-mmsdnet: $(STAMP)
+	$(PY) -m crossmodal.reproduction --data $(DATA) --out results/mmsdnet-table1
 
 clean:
 	rm -rf $(VENV) bench .pytest_cache

@@ -43,10 +43,11 @@ def test_augmentation_moves_image_and_mask_together():
     mask = torch.zeros(4, 32, 32, dtype=torch.long)
     mask[:, 10:20, 12:24] = 2
     image = mask[:, None].float() / 2
-    warped, warped_mask = Augmentation()(image, mask, torch.Generator().manual_seed(1))
+    (warped, warped_mask), (twin, twin_mask) = Augmentation()((image, mask), (image * 3, mask), generator=torch.Generator().manual_seed(1))
     agreement = ((warped[:, 0] > 0.5) == (warped_mask == 2)).float().mean()
     assert agreement > 0.98 and not torch.equal(warped_mask, mask)
-    same, same_mask = Augmentation(0, 0, 0)(image, mask, torch.Generator())
+    assert torch.equal(twin_mask, warped_mask) and torch.allclose(twin, warped * 3)  # a pair shares its draw
+    [(same, same_mask)] = Augmentation(0, 0, 0)((image, mask), generator=torch.Generator())
     assert torch.equal(same_mask, mask) and torch.allclose(same, image, atol=1e-5)
 
 

@@ -112,23 +112,34 @@ def build_samples(patients: list[CardiacPatient], lge_labelled: set[int]) -> Sam
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random in-plane rotation, isotropic scale and translation, drawn independently per image."""
+    """Random in-plane rotation, isotropic scale and translation, one draw per sample.
+
+    The images of one paired sample share their draw: the cine-to-LGE misalignment the spatial
+    transformer must learn is then the real one between the two breath-holds, not an artificial one.
+    """
 
     rotation_degrees: float = 15.0
     scale: float = 0.1
     translation: float = 0.08
     """Fraction of the field of view (each direction)."""
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Transform an image batch (bilinear) and its class masks (nearest) with one draw per sample."""
+    def __call__(self, *pairs: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Transform (image batch, class-mask batch) pairs alike: images bilinear, masks nearest."""
+        image = pairs[0][0]
         n = len(image)
+
         def draw(spread: float) -> torch.Tensor:
             return (torch.rand(n, generator=generator) * 2 - 1) * spread
+
         angle = torch.deg2rad(draw(self.rotation_degrees))
         scale = 1 + draw(self.scale)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([torch.stack([cos, -sin, draw(2 * self.translation)], 1), torch.stack([sin, cos, draw(2 * self.translation)], 1)], 1)
         grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        warped_mask = F.grid_sample(mask[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        return warped, warped_mask[:, 0].long()
+        return [
+            (
+                F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False),
+                F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].long(),
+            )
+            for images, masks in pairs
+        ]

@@ -62,9 +62,9 @@ class Method:
         """Probabilities (slices, classes, H, W) for each of ``outputs``; ``paired`` flags slices with a cine."""
         raise NotImplementedError
 
-    def _augmented(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.augment(image, mask, generator)
-        return image.to(self.device), mask.to(self.device)
+    def _augmented(self, *pairs: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """Augment (image, mask) pairs with one shared draw per sample; flat list on the device."""
+        return [t.to(self.device) for pair in self.augment(*pairs, generator=generator) for t in pair]
 
     def _apply(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
         optimiser.zero_grad(set_to_none=True)
@@ -96,8 +96,7 @@ class MMSDNetMethod(Method):
     def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
         net, w, classes = self.network, self.weights, self.config.classes
         net.train()
-        cine, cine_mask = self._augmented(batch.cine, batch.cine_mask, generator)
-        lge, lge_mask = self._augmented(batch.lge, batch.lge_mask, generator)
+        cine, cine_mask, lge, lge_mask = self._augmented((batch.cine, batch.cine_mask), (batch.lge, batch.lge_mask), generator=generator)
         labelled = batch.has_lge_mask.to(self.device)
         out = net(cine, lge)
 
@@ -156,7 +155,7 @@ class UNetMethod(Method):
         if self.both:
             images.append(batch.cine[batch.has_cine])
             masks.append(batch.cine_mask[batch.has_cine])
-        image, mask = self._augmented(torch.cat(images), torch.cat(masks), generator)
+        image, mask = self._augmented((torch.cat(images), torch.cat(masks)), generator=generator)
         loss = dice_loss(self.network(image), mask)
         self._apply(loss, self.optimiser)
         return {"loss": loss.item()}
@@ -186,7 +185,7 @@ class DualStreamMethod(Method):
             ((batch.cine, batch.cine_mask, batch.has_cine), (batch.lge, batch.lge_mask, batch.has_lge_mask))
         ):
             if keep.any():
-                image, mask = self._augmented(images[keep], masks[keep], generator)
+                image, mask = self._augmented((images[keep], masks[keep]), generator=generator)
                 loss = loss + dice_loss(self.network(image, stream), mask)
         self._apply(loss, self.optimiser)
         return {"loss": loss.item()}
