@@ -64,13 +64,13 @@ def segment_cardiac(
     result = CardiacResult(stack)
     for index, modality in ((1, "cine"), (2, "LGE")):
         if modality in images:
-            out = _run(network, device, batch_size, **{modality: images[modality]})
+            out = _run(network, device, batch_size, **{modality.lower(): images[modality]})
             result.masks[modality] = _mask(stack, out[f"logits_anatomy{index}"], modality)
             result.anatomy[modality] = _anatomy(stack, out[f"anatomy{index}"], modality)
     paired = np.flatnonzero(stack.paired)
     if len(images) == 2 and len(paired):
         out = _run(network, device, batch_size, cine=images["cine"][paired], lge=images["LGE"][paired])
-        single = _run(network, device, batch_size, LGE=images["LGE"])["logits_anatomy2"]
+        single = _run(network, device, batch_size, lge=images["LGE"])["logits_anatomy2"]
         for name, (key, modality) in OUTPUTS.items():
             if key.startswith(("warped", "fused")):
                 logits = single.clone() if modality == "LGE" else torch.zeros(len(stack.slices), *out[f"logits_{key}"].shape[1:])
@@ -82,9 +82,8 @@ def segment_cardiac(
 
 
 @torch.no_grad()
-def _run(network: MMSDNet, device, batch_size: int, **images: torch.Tensor) -> dict[str, torch.Tensor]:
+def _run(network: MMSDNet, device, batch_size: int, cine: torch.Tensor | None = None, lge: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The network's outputs for whole stacks, in batches, on the CPU."""
-    cine, lge = images.get("cine"), images.get("LGE", images.get("lge"))
     count = len(cine if cine is not None else lge)
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, count, batch_size):

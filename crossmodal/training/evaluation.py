@@ -37,12 +37,12 @@ def score_native(patient: CardiacPatient, probabilities: np.ndarray) -> dict:
     if patient.lge_reference is None:
         raise ValueError(f"patient {patient.patient} has no LGE mask to score against")
     prediction = write_back(patient.stack, probabilities, "LGE", probabilities=True)
-    return score_labels(patient, _array(prediction))
+    return score_labels(patient, sitk.GetArrayFromImage(prediction))
 
 
 def score_labels(patient: CardiacPatient, prediction: np.ndarray) -> dict:
     """Dice of a native-grid class map (slices, rows, columns) against the patient's LGE mask."""
-    reference = _array(patient.lge_reference)
+    reference = sitk.GetArrayFromImage(patient.lge_reference)
     volume = dice(prediction, reference, list(CLASS_NAMES))
     slices = dice_per_slice(prediction, reference, list(CLASS_NAMES))
     result = {"volume": {CLASS_NAMES[c]: v for c, v in volume.items()}, "slices": {CLASS_NAMES[c]: v for c, v in slices.items()}}
@@ -57,6 +57,3 @@ def score_common_grid(patient: CardiacPatient, probabilities: np.ndarray) -> flo
     found = dice(np.argmax(probabilities, axis=0), patient.lge_mask, list(CLASS_NAMES))
     return float(np.mean(list(found.values())))
 
-
-def _array(image: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(image)

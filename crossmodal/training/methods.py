@@ -8,6 +8,7 @@ gives "MMSDNet-single" (the LGE anatomy alone) and "MMSDNet-multi" (the fused an
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +39,8 @@ class LossWeights:
     z_reconstruction: float = 1.0
 
 
-class Method:
-    """Common parts: the network(s), Adam, augmentation, the device, and no-grad prediction in batches."""
+class Method(ABC):
+    """Common parts: the network, Adam, augmentation, the device; subclasses say how to train and predict."""
 
     name: str
     outputs: tuple[str, ...]
@@ -50,17 +51,17 @@ class Method:
         self.optimiser = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
         self.augment = Augmentation()
 
+    @abstractmethod
     def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
-        raise NotImplementedError
+        """One optimisation step; returns the loss terms."""
 
+    @abstractmethod
     def usable(self, samples: SampleSet) -> torch.Tensor:
         """Which samples this method can learn from (boolean per sample)."""
-        raise NotImplementedError
 
-    @torch.no_grad()
+    @abstractmethod
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
         """Probabilities (slices, classes, H, W) for each of ``outputs``; ``paired`` flags slices with a cine."""
-        raise NotImplementedError
 
     def _augmented(self, *pairs: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
         """Augment (image, mask) pairs with one shared draw per sample; flat list on the device."""
