@@ -74,11 +74,12 @@ class UNet(nn.Module):
         return self.head(self.decoder(self.encoder(x)))
 
 
-def check_input(x: torch.Tensor, channels: int, multiple: int, name: str = "input") -> None:
+def check_input(x: torch.Tensor, channels: int, multiple: int, name: str = "input", spatial_dims: int = 2) -> None:
     """Refuse a batch the network cannot take, with a message that says what was expected."""
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name}: expected a (batch, {channels}, height, width) tensor, got shape {tuple(x.shape)}")
-    if x.shape[-1] % multiple or x.shape[-2] % multiple:
-        raise ValueError(f"{name}: height and width must be multiples of {multiple}, got {tuple(x.shape[-2:])}")
+    axes = ("depth", "height", "width")[-spatial_dims:]
+    if x.ndim != 2 + spatial_dims or x.shape[1] != channels:
+        raise ValueError(f"{name}: expected a (batch, {channels}, {', '.join(axes)}) tensor, got shape {tuple(x.shape)}")
+    if any(size % multiple for size in x.shape[2:]):
+        raise ValueError(f"{name}: {', '.join(axes)} must be multiples of {multiple}, got {tuple(x.shape[2:])}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
