@@ -48,7 +48,7 @@ def test_streams_of_a_shared_part_use_the_same_weights():
 def test_a_residual_unit_strides_with_its_shortcut_and_pads_or_projects_channels():
     grow = ResidualUnit(4, 8, stride=2)
     assert grow(torch.rand(1, 4, 8, 8, 8)).shape == (1, 8, 4, 4, 4) and grow.shrink is None
-    assert grow.conv1.kernel_size == (2, 2, 2) and grow.conv1.stride == (2, 2, 2)
+    assert grow.conv1.kernel_size == (4, 4, 4) and grow.conv1.stride == (2, 2, 2)
     shrink = ResidualUnit(8, 4)
     assert shrink(torch.rand(1, 8, 4, 4, 4)).shape == (1, 4, 4, 4, 4) and shrink.shrink is not None
 

@@ -60,14 +60,15 @@ class ResidualFCNConfig:
 class ResidualUnit(nn.Module):
     """Pre-activation unit: BN, leaky ReLU (0.01), conv; BN, leaky ReLU, 3^3 conv; plus the shortcut.
 
-    A striding unit's first convolution has kernel = stride; its shortcut max-pools with that
-    stride. Channels grow by zero-padding the shortcut and shrink by a 1^3 convolution.
+    A striding unit's first convolution has a kernel twice the stride (the paper's and DLTK's choice:
+    no input voxel is skipped); its shortcut max-pools with that stride. Channels grow by
+    zero-padding the shortcut and shrink by a 1^3 convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         self.stride, self.in_channels, self.out_channels = stride, in_channels, out_channels
-        kernel, padding = (stride, 0) if stride > 1 else (3, 1)
+        kernel, padding = (2 * stride, stride // 2) if stride > 1 else (3, 1)
         self.bn1 = nn.BatchNorm3d(in_channels)
         self.conv1 = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding)
         self.bn2 = nn.BatchNorm3d(out_channels)

@@ -1,0 +1,69 @@
+"""Abdominal preprocessing (2 mm body crop, normalisation) and inference back onto the input grid."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from crossmodal.abdominal import labels_on_source, looks_like, predict_probabilities, prepare_volume
+from crossmodal.errors import InputError
+from crossmodal.geometry import Grid
+from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
+from crossmodal.phantoms import abdominal_volume
+
+
+@pytest.fixture(scope="module", params=["CT", "MR"])
+def volume(request):
+    return request.param, *abdominal_volume(request.param, seed=3)
+
+
+def test_preparation_keeps_organ_volumes_and_physical_position(volume):
+    modality, image, labels = volume
+    prepared = prepare_volume(image, modality, labels)
+    assert prepared.grid.spacing == (2.0, 2.0, 2.0) and prepared.image.dtype == np.float32
+    native = sitk.GetArrayFromImage(labels)
+    voxel = np.prod(image.GetSpacing())
+    for organ in (1, 2, 3, 4):
+        assert (prepared.labels == organ).sum() * 8 == pytest.approx((native == organ).sum() * voxel, rel=0.05)
+        # the organ's centroid stays where it was, in mm
+        centre = lambda grid, mask: grid.index_to_point(np.argwhere(mask).mean(axis=0)[::-1])  # noqa: E731
+        assert np.linalg.norm(centre(prepared.grid, prepared.labels == organ) - centre(Grid.of(labels), native == organ)) < 1.5
+    assert prepared.image.size < np.prod(image.GetSize()) * voxel / 8  # cropped to the body
+
+
+def test_a_perfect_prediction_comes_back_on_the_input_grid(volume):
+    modality, image, labels = volume
+    prepared = prepare_volume(image, modality, labels)
+    perfect = np.stack([(prepared.labels == c).astype(np.float32) for c in range(5)])
+    back = labels_on_source(prepared, perfect)
+    assert Grid.of(back) == Grid.of(image)
+    native = sitk.GetArrayFromImage(labels)
+    found = sitk.GetArrayFromImage(back)
+    for organ in (1, 2, 3, 4):
+        overlap = 2 * ((found == organ) & (native == organ)).sum() / ((found == organ).sum() + (native == organ).sum())
+        assert overlap > 0.9, organ
+
+
+def test_sliding_window_inference_covers_the_volume_with_probabilities():
+    image, _ = abdominal_volume("CT", seed=1)
+    prepared = prepare_volume(image, "CT")
+    net = DualStreamFCN(ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1))
+    probabilities = predict_probabilities(net, 1, prepared, patch=32, overlap=0.25)
+    assert probabilities.shape == (5, *prepared.image.shape) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=0), 1, atol=1e-4)
+
+
+def test_the_wrong_modality_is_noticed_and_bad_volumes_refused():
+    ct, _ = abdominal_volume("CT", seed=2)
+    mr, _ = abdominal_volume("MR", seed=2)
+    assert looks_like(sitk.GetArrayViewFromImage(ct)) == "CT" and looks_like(sitk.GetArrayViewFromImage(mr)) == "MR"
+    with pytest.warns(UserWarning, match="look like CT, but it was given as MR"):
+        prepare_volume(ct, "MR", source="ct.nii.gz")
+    nan = sitk.Cast(mr, sitk.sitkFloat32)
+    nan[10, 10, 10] = float("nan")
+    with pytest.raises(InputError, match="scan.nii.gz: contains NaN"):
+        prepare_volume(nan, "MR", source="scan.nii.gz")
+    with pytest.raises(InputError, match="is 2-D"):
+        prepare_volume(mr[:, :, 0], "MR")
+    with pytest.raises(ValueError, match="modality must be one of"):
+        prepare_volume(mr, "PET")
