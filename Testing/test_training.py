@@ -7,7 +7,7 @@ import torch
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig
-from crossmodal.training.cardiac_data import Augmentation, build_samples, load_patient
+from crossmodal.training.cardiac_data import Augmentation, balanced_batches, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
 from crossmodal.training.methods import DualStreamMethod, MMSDNetMethod, UNetMethod
 from crossmodal.training.trainer import Schedule, train
@@ -65,9 +65,17 @@ def test_without_lge_masks_the_lge_encoder_still_learns_through_the_cine_masks(p
 
 def test_methods_that_need_lge_masks_refuse_to_train_without_them(patients):
     samples = build_samples([patients[1]], set())
+    single, both = UNetMethod(3, 4, 4, CPU, both=False), UNetMethod(3, 4, 4, CPU, both=True)
     with pytest.raises(ValueError, match="UNet-single: no training sample has the masks"):
-        train(UNetMethod(3, 4, 4, CPU, both=False), samples, Schedule(1))
-    train(UNetMethod(3, 4, 4, CPU, both=True), samples, Schedule(1))  # the cine masks suffice
+        balanced_batches(samples, single.usable(samples), 4, single.name)
+    train(both, balanced_batches(samples, both.usable(samples), 4, both.name), Schedule(1))  # the cine masks suffice
+
+
+def test_batches_are_half_lge_labelled_when_few_samples_are(patients):
+    samples = build_samples([patients[1], patients[2], patients[8]], {2})
+    draw = balanced_batches(samples, samples.has_cine, 8, "test")
+    generator = torch.Generator().manual_seed(0)
+    assert all(draw(generator).has_lge_mask[:4].all() for _ in range(5))
 
 
 def test_training_keeps_the_best_validated_weights(patients):
@@ -80,7 +88,9 @@ def test_training_keeps_the_best_validated_weights(patients):
         kept[score] = {k: v.clone() for k, v in m.state_dict().items()}
         return score
 
-    result = train(method, build_samples([patients[1]], {1}), Schedule(3, batch_size=2, validate_every=1), validate=validate)
+    samples = build_samples([patients[1]], {1})
+    batches = balanced_batches(samples, method.usable(samples), 2, method.name)
+    result = train(method, batches, Schedule(3, validate_every=1), validate=validate)
     assert (result.best_step, result.best_score) == (2, 0.9)
     assert all(torch.equal(v, kept[0.9][k]) for k, v in method.state_dict().items())
 

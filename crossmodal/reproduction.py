@@ -33,7 +33,7 @@ from crossmodal.datasets import discover_mscmrseg
 from crossmodal.image_io import atomic_output
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
-from crossmodal.training.cardiac_data import CardiacPatient, build_samples, load_patient
+from crossmodal.training.cardiac_data import CardiacPatient, balanced_batches, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_labels, score_native
 from crossmodal.training.methods import DualStreamMethod, MMSDNetMethod, Method, UNetMethod
 from crossmodal.training.trainer import Schedule, train
@@ -108,14 +108,16 @@ def run_fold_method(fold: Fold, method_name: str, fraction: int, patients: dict[
     """Train one method on one fold at one LGE-mask fraction; score its outputs on the test patients."""
     samples = build_samples([patients[p] for p in fold.train], fold.lge_labelled(fraction))
     method = build_method(method_name, schedule, device)
-    if not method.usable(samples).any():
+    usable = method.usable(samples)
+    if not usable.any():
         return {"trained": False, "reason": "no labelled LGE slices to learn from"}
     validation = [patients[p] for p in fold.validation]
 
     def validate(m: Method) -> float:
         return float(np.mean([score_common_grid(p, predict_patient(m, p)[m.outputs[-1]]) for p in validation]))
 
-    result = train(method, samples, Schedule(schedule.steps, schedule.batch_size, schedule.validate_every), seed=seed, validate=validate)
+    batches = balanced_batches(samples, usable, schedule.batch_size, method.name)
+    result = train(method, batches, Schedule(schedule.steps, schedule.validate_every), seed=seed, validate=validate)
     scores = {name: {} for name in method.outputs}
     for p in fold.test:
         for name, probs in predict_patient(method, patients[p]).items():

@@ -24,7 +24,7 @@ from crossmodal.datasets import discover_mscmrseg
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.pairing import PairingConfig
 from crossmodal.reproduction import SCHEDULES, build_method
-from crossmodal.training.cardiac_data import build_samples, load_patient
+from crossmodal.training.cardiac_data import balanced_batches, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
 from crossmodal.training.trainer import Schedule, train
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: round(v, 4) for k, v in event.items()}), flush=True)
 
     start = time.perf_counter()
-    result = train(method, samples, Schedule(schedule.steps, schedule.batch_size, schedule.validate_every), seed=args.seed, validate=validate, log=log)
+    batches = balanced_batches(samples, method.usable(samples), schedule.batch_size, method.name)
+    result = train(method, batches, Schedule(schedule.steps, schedule.validate_every), seed=args.seed, validate=validate, log=log)
     native = {str(p.patient): {name: score_native(p, probs)["volume"] for name, probs in predict_patient(method, p).items()} for p in validation}
     card = ModelCard(
         id="mmsdnet-mscmrseg",

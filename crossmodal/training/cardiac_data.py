@@ -110,6 +110,24 @@ def build_samples(patients: list[CardiacPatient], lge_labelled: set[int]) -> Sam
     )
 
 
+def balanced_batches(samples: SampleSet, usable: torch.Tensor, batch_size: int, name: str):
+    """A batch drawer over the ``usable`` samples, half of each batch LGE-labelled whenever some but not all are.
+
+    With few labelled patients (25 % is one or two of ~25) a uniform draw would put an LGE mask in
+    a batch only now and then; balancing gives every step some LGE supervision, for every method alike.
+    """
+    usable = torch.nonzero(usable).flatten()
+    if len(usable) == 0:
+        raise ValueError(f"{name}: no training sample has the masks this method learns from")
+    labelled = usable[samples.has_lge_mask[usable]]
+    pools = [(labelled, batch_size // 2), (usable, batch_size - batch_size // 2)] if 0 < len(labelled) < len(usable) else [(usable, batch_size)]
+
+    def draw(generator: torch.Generator) -> SampleSet:
+        return samples.batch(torch.cat([pool[torch.randint(len(pool), (count,), generator=generator)] for pool, count in pools]))
+
+    return draw
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Random in-plane rotation, isotropic scale and translation, one draw per sample.
