@@ -67,3 +67,27 @@ def test_the_wrong_modality_is_noticed_and_bad_volumes_refused():
         prepare_volume(mr[:, :, 0], "MR")
     with pytest.raises(ValueError, match="modality must be one of"):
         prepare_volume(mr, "PET")
+
+
+def test_patches_are_class_balanced_and_batches_alternate_modalities():
+    from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
+    from crossmodal.training.trainer import Schedule, train
+
+    volumes = {}
+    for stream, modality in enumerate(("MR", "CT")):
+        image, labels = abdominal_volume(modality, seed=5)
+        volumes[stream] = prepare_volume(image, modality, labels)
+    samplers = {s: PatchSampler([v], patch=16, classes=5) for s, v in volumes.items()}
+    generator = torch.Generator().manual_seed(0)
+    images, labels = samplers[1].draw(40, generator)
+    assert images.shape == (40, 1, 16, 16, 16) and labels.shape == (40, 16, 16, 16)
+    centres = labels[:, 8, 8, 8]
+    assert all((centres == organ).sum() >= 3 for organ in (1, 2, 3, 4))  # ~1/5 each, not ~1 % as uniform draws give
+    draw = alternating_batches(samplers, 2)
+    assert [draw(generator).stream for _ in range(4)] == [0, 1, 0, 1]
+    trainer = DualStreamTrainer(ResidualFCNConfig(variant="V4", filters=(2, 4, 4, 8, 8), units_per_scale=1), torch.device("cpu"))
+    before = {k: v.clone() for k, v in trainer.state_dict().items()}
+    result = train(trainer, alternating_batches({1: samplers[1]}, 2), Schedule(2))
+    assert len(result.history) == 2 and all(e["stream"] == 1 for e in result.history)
+    changed = {k for k, v in trainer.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("stem.1") for k in changed) and not any(k.startswith("stem.0") for k in changed)

@@ -7,10 +7,21 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
-from crossmodal.training.methods import Method
+
+class Trainable(Protocol):
+    """What the loop needs of a method: a name, one optimisation step, and its weights."""
+
+    name: str
+
+    def train_step(self, batch: Any, generator: torch.Generator) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -30,12 +41,12 @@ class TrainingResult:
 
 
 def train(
-    method: Method,
+    method: Trainable,
     next_batch: Callable[[torch.Generator], object],
     schedule: Schedule,
     *,
     seed: int = 0,
-    validate: Callable[[Method], float] | None = None,
+    validate: Callable[[Trainable], float] | None = None,
     log: Callable[[dict], None] | None = None,
 ) -> TrainingResult:
     """Train ``method`` for ``schedule.steps`` steps on the batches ``next_batch`` draws.
