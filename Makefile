@@ -26,7 +26,7 @@ bench: $(STAMP)
 
 # MMSDNet Table 1 on MS-CMRSeg (reduced schedule on a CPU, full on a GPU); resumes if interrupted.
 reproduce-mmsdnet: $(STAMP)
-	$(PY) -m crossmodal.reproduction --data $(DATA) --out results/mmsdnet-table1
+	$(PY) -m crossmodal.reproduce.mmsdnet --data $(DATA) --out results/mmsdnet-table1
 
 clean:
 	rm -rf $(VENV) bench .pytest_cache

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import oblique_volume, shared_data
+
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.errors import InputError
 from crossmodal.image_io import write_image

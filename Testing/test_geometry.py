@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import oblique_volume
+
 from crossmodal.geometry import Grid, angle_between_degrees, resample, resample_back, resample_to_spacing
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import oblique_volume
+
 from crossmodal import mrml
 from crossmodal.errors import InputError
 from crossmodal.image_io import write_image

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import rotation
+
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid
 from crossmodal.metrics import dice

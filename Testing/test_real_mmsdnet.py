@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from conftest import shared_data
+
 from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.bundles import ModelCard
 from crossmodal.cardiac_inference import displacement_transform, segment_cardiac

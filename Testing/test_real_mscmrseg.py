@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import shared_data
+
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.labels import MSCMRSEG
 from crossmodal.metrics import dice

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from crossmodal.reproduction import main, make_folds, significance, summarise
+from crossmodal.reproduce.mmsdnet import main, make_folds, significance, summarise
 
 
 def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint():

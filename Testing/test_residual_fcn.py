@@ -3,9 +3,16 @@
 import pytest
 import torch
 
-from crossmodal.nets.residual_fcn import VARIANTS, DualStreamFCN, ResidualFCNConfig, ResidualUnit, Upscore, bilinear_kernel
+from crossmodal.nets.residual_fcn import (
+    VARIANTS,
+    DualStreamFCN,
+    ResidualFCNConfig,
+    ResidualUnit,
+    Upscore,
+    bilinear_kernel,
+)
 
-SMALL = dict(filters=(2, 4, 4, 8, 8), units_per_scale=1)
+SMALL = {"filters": (2, 4, 4, 8, 8), "units_per_scale": 1}
 
 
 def parameters(module) -> set[int]:

@@ -23,7 +23,7 @@ class Grid:
     direction: tuple[float, ...]  # row-major 3x3, columns are the i, j, k axes
 
     @classmethod
-    def of(cls, image: sitk.Image) -> "Grid":
+    def of(cls, image: sitk.Image) -> Grid:
         return cls(tuple(image.GetSize()), tuple(image.GetOrigin()), tuple(image.GetSpacing()), tuple(image.GetDirection()))
 
     @property
@@ -49,7 +49,7 @@ class Grid:
         """Physical centre of the field of view."""
         return self.index_to_point((np.asarray(self.size) - 1) / 2)
 
-    def slice(self, k: int) -> "Grid":
+    def slice(self, k: int) -> Grid:
         """The one-slice grid of slice ``k``."""
         return Grid((self.size[0], self.size[1], 1), tuple(self.index_to_point([0, 0, k])), self.spacing, self.direction)
 

@@ -52,7 +52,7 @@ class LabelSet:
     def names(self) -> tuple[str, ...]:
         return tuple(label.name for label in self.labels)
 
-    def subset(self, *names: str) -> "LabelSet":
+    def subset(self, *names: str) -> LabelSet:
         """The same labels restricted to ``names`` (e.g. the MYO/LV pair that MMSDNet segments)."""
         by_name = {label.name: label for label in self.labels}
         missing = [n for n in names if n not in by_name]

@@ -23,9 +23,17 @@ from crossmodal.bundles import ModelCard, save_bundle
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.pairing import PairingConfig
-from crossmodal.reproduction import SCHEDULES, build_method
-from crossmodal.training.cardiac_data import balanced_batches, build_samples, load_patient
-from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
+from crossmodal.reproduce.mmsdnet import SCHEDULES, build_method
+from crossmodal.training.cardiac_data import (
+    balanced_batches,
+    build_samples,
+    load_patient,
+)
+from crossmodal.training.evaluation import (
+    predict_patient,
+    score_common_grid,
+    score_native,
+)
 from crossmodal.training.trainer import Schedule, train
 
 

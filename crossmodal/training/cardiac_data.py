@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from crossmodal.datasets import CardiacCase
 from crossmodal.intensity import normalise_mr
-from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
+from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.pairing import PairedStack, PairingConfig, pair_volumes
 
 IGNORED_VALUES = (600,)
@@ -82,7 +82,7 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.lge)
 
-    def batch(self, index: torch.Tensor) -> "SampleSet":
+    def batch(self, index: torch.Tensor) -> SampleSet:
         return SampleSet(*(getattr(self, f)[index] for f in SampleSet.__dataclass_fields__))
 
 

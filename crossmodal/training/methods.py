@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from crossmodal.nets.blocks import UNet
 from crossmodal.nets.dualstream2d import DualStreamUNet
-from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig, MaskDiscriminator
+from crossmodal.nets.mmsdnet import MaskDiscriminator, MMSDNet, MMSDNetConfig
 from crossmodal.training.cardiac_data import Augmentation, SampleSet
 from crossmodal.training.losses import (
     dice_loss,

@@ -1,6 +1,6 @@
 """Reproduce Table 1 of the MMSDNet paper on MS-CMRSeg: every method x LGE-mask fraction, 3-fold CV.
 
-    python -m crossmodal.reproduction --data ../shared/data/mscmrseg --out results/table1
+    python -m crossmodal.reproduce.mmsdnet --data ../shared/data/mscmrseg --out results/mmsdnet-table1
 
 Splits are by patient. Only the 10 fully labelled pairs can be scored, so they are dealt into 3 test
 folds (each tested once); per fold two of the remaining labelled pairs validate (checkpoint choice)
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -30,12 +28,32 @@ from scipy.stats import wilcoxon
 
 from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
-from crossmodal.image_io import atomic_output
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
-from crossmodal.training.cardiac_data import CardiacPatient, balanced_batches, build_samples, load_patient
-from crossmodal.training.evaluation import predict_patient, score_common_grid, score_labels, score_native
-from crossmodal.training.methods import DualStreamMethod, MMSDNetMethod, Method, UNetMethod
+from crossmodal.reproduce.common import (
+    RunStore,
+    describe_device,
+    pick_device,
+    write_outputs,
+)
+from crossmodal.training.cardiac_data import (
+    CardiacPatient,
+    balanced_batches,
+    build_samples,
+    load_patient,
+)
+from crossmodal.training.evaluation import (
+    predict_patient,
+    score_common_grid,
+    score_labels,
+    score_native,
+)
+from crossmodal.training.methods import (
+    DualStreamMethod,
+    Method,
+    MMSDNetMethod,
+    UNetMethod,
+)
 from crossmodal.training.trainer import Schedule, train
 
 FRACTIONS = (100, 50, 25, 0)
@@ -180,7 +198,7 @@ def significance(table: dict) -> dict:
 def markdown(table: dict, tests: dict, meta: dict) -> str:
     lines = [f"# MMSDNet Table 1 on MS-CMRSeg ({meta['schedule']['name']} schedule, {meta['device']})", ""]
     for level, title in (("volume", "Dice per volume"), ("slices", "Dice per slice")):
-        lines += [f"## {title} (mean ± std over {meta['test_patients']} test patients, 3 folds)", ""]
+        lines += [f"## {title} (mean ± std over the test patients of all folds run: {meta['test_patients']})", ""]
         header = "| method | " + " | ".join(f"{f} % MYO | {f} % LV | {f} % avg" for f in FRACTIONS) + " |"
         lines += [header, "|---" * (1 + 3 * len(FRACTIONS)) + "|"]
         for row in ROWS:
@@ -209,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="override the schedule's training steps")
     args = parser.parse_args(argv)
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     schedule = SCHEDULES["full" if device.type == "cuda" else "reduced"] if args.schedule == "auto" else SCHEDULES[args.schedule]
     if args.steps:
         schedule = replace(schedule, steps=args.steps)
@@ -219,15 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     folds = make_folds(labelled, unlabelled, seed=args.seed)
     pairing = PairingConfig(spacing_mm=schedule.spacing_mm, size=schedule.size)
     patients = {c.patient: load_patient(c, pairing) for c in cases}
-    runs_dir = args.out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    store = RunStore(args.out)
 
     for fold in (folds[i] for i in args.folds):
         jobs = [("baselines", 0)] if "baselines" in args.methods else []
         jobs += [(m, f) for m in args.methods if m != "baselines" for f in args.fractions]
         for method_name, fraction in jobs:
-            path = runs_dir / f"{fold.index}-{method_name}-{fraction}.json"
-            if path.exists():
+            if store.done(fold.index, method_name, fraction):
                 continue
             start = time.perf_counter()
             if method_name == "baselines":
@@ -235,22 +251,20 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run = run_fold_method(fold, method_name, fraction, patients, schedule, device, args.seed)
             run.update(fold=fold.index, method=method_name, fraction=fraction, wall_seconds=time.perf_counter() - start)
-            with atomic_output(path) as partial:
-                partial.write_text(json.dumps(run))
+            store.save(run, fold.index, method_name, fraction)
             print(json.dumps({"event": "run", "fold": fold.index, "method": method_name, "fraction": fraction,
                               "seconds": round(run["wall_seconds"], 1), "validation": run.get("validation")}), flush=True)
 
-    table = summarise([json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))])
+    table = summarise(store.all())
     tests = significance(table)
     meta = {
-        "schedule": asdict(schedule), "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
-        "folds": [asdict(f) for f in folds], "test_patients": len(labelled), "seed": args.seed, "torch": torch.__version__,
+        "schedule": asdict(schedule), "device": describe_device(device), "folds": [asdict(f) for f in folds],
+        "test_patients": len({p for row in table.values() for cell in row.values() for p in cell["patients"]}),
+        "seed": args.seed, "torch": torch.__version__,
     }
-    with atomic_output(args.out / "table1.json") as partial:
-        partial.write_text(json.dumps({"meta": meta, "table": table, "significance": tests}, indent=1))
-    with atomic_output(args.out / "table1.md") as partial:
-        partial.write_text(markdown(table, tests, meta))
-    print(markdown(table, tests, meta))
+    text = markdown(table, tests, meta)
+    write_outputs(args.out, "table1", {"meta": meta, "table": table, "significance": tests}, text)
+    print(text)
     return 0
 
 

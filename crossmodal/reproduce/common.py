@@ -1,0 +1,55 @@
+"""What the reproductions share: the device and schedule choice, and a resumable store of finished runs."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from crossmodal.image_io import atomic_output
+
+
+def pick_device(choice: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here")
+    return torch.device(choice)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+class RunStore:
+    """One JSON file per finished run under ``<folder>/runs``; a rerun skips what is there (resume)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder) / "runs"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, *key: object) -> Path:
+        return self.folder / ("-".join(map(str, key)) + ".json")
+
+    def done(self, *key: object) -> bool:
+        return self.path(*key).exists()
+
+    def save(self, run: dict, *key: object) -> None:
+        with atomic_output(self.path(*key)) as partial:
+            partial.write_text(json.dumps(run))
+
+    def all(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]
+
+
+def write_outputs(folder: Path, name: str, report: dict, markdown: str) -> None:
+    """``<name>.json`` and ``<name>.md`` beside the runs, each written atomically."""
+    with atomic_output(Path(folder) / f"{name}.json") as partial:
+        partial.write_text(json.dumps(report, indent=1))
+    with atomic_output(Path(folder) / f"{name}.md") as partial:
+        partial.write_text(markdown)
