@@ -72,3 +72,22 @@ def write_phantom_mscmrseg(folder: Path, labelled: int, unlabelled: int = 0, **p
 def phantom_mscmrseg(tmp_path_factory) -> Path:
     """Seven labelled and two cine-only-labelled synthetic patients (enough for three folds)."""
     return write_phantom_mscmrseg(tmp_path_factory.mktemp("phantom_mscmrseg"), labelled=7, unlabelled=2)
+
+
+def write_phantom_nnunet(folder: Path, modality: str, subjects: int) -> Path:
+    """An nnU-Net v2 raw dataset of synthetic abdominal ``modality`` ("CT" or "MR") volumes."""
+    import json
+
+    from crossmodal.image_io import write_image
+    from crossmodal.phantoms import abdominal_volume
+
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(exist_ok=True)
+    for i in range(subjects):
+        image, labels = abdominal_volume(modality, seed=100 + i)
+        write_image(image, folder / "imagesTr" / f"{modality}_{i:03d}_0000.nii.gz")
+        write_image(labels, folder / "labelsTr" / f"{modality}_{i:03d}.nii.gz")
+    meta = {"channel_names": {"0": modality}, "labels": {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4},
+            "numTraining": subjects, "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder

@@ -6,7 +6,9 @@
   mutual information and then symmetric diffeomorphic normalisation (SyN) with cross-correlation,
   as in the paper; the cine mask follows the transform (nearest neighbour).
 
-Both return class maps on the common grid, (slices, H, W), 0 where a slice has no cine.
+Both return class maps on the common grid, (slices, H, W), 0 where a slice has no cine. ANTs samples
+the affine metric randomly over several threads, so registration results vary slightly from run to
+run (about +/- 0.04 myocardium Dice on MS-CMRSeg) even with a fixed seed.
 """
 
 from __future__ import annotations
