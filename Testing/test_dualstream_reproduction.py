@@ -42,4 +42,4 @@ def test_a_tiny_run_end_to_end(tmp_path):
     assert set(result["table"]) == {"V4", "Individual"}
     assert {"MR", "CT", "all"} <= result["table"]["V4"].keys()
     assert len(list((out / "runs").glob("*.json"))) == 4  # 2 folds x 2 variants
-    assert "## Table 3: all organs" in (out / "tables.md").read_text()
+    assert "## Table 3: all organs" in (out / "tables.md").read_text(encoding="utf-8")

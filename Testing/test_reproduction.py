@@ -53,7 +53,7 @@ def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tm
     assert {"MMSDNet-multi", "MMSDNet-single", "UNet-single"} <= result["table"].keys()
     assert "0" not in result["table"]["UNet-single"]  # no labelled LGE at 0 %: cannot train
     assert json.loads((tmp_path / "runs" / "0-UNet-single-0.json").read_text())["trained"] is False
-    assert "| MMSDNet-multi |" in (tmp_path / "table1.md").read_text()
+    assert "| MMSDNet-multi |" in (tmp_path / "table1.md").read_text(encoding="utf-8")
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
     capsys.readouterr()
     assert main(args) == 0

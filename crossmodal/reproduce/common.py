@@ -48,8 +48,10 @@ class RunStore:
 
 
 def write_outputs(folder: Path, name: str, report: dict, markdown: str) -> None:
-    """``<name>.json`` and ``<name>.md`` beside the runs, each written atomically."""
+    """``<name>.json`` and ``<name>.md`` (UTF-8, whatever the locale) beside the runs, each written atomically;
+    says where they are on stdout."""
     with atomic_output(Path(folder) / f"{name}.json") as partial:
         partial.write_text(json.dumps(report, indent=1))
     with atomic_output(Path(folder) / f"{name}.md") as partial:
-        partial.write_text(markdown)
+        partial.write_text(markdown, encoding="utf-8")
+    print(json.dumps({"event": "written", "markdown": str(Path(folder) / f"{name}.md"), "json": str(Path(folder) / f"{name}.json")}), flush=True)

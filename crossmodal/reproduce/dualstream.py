@@ -169,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
             "subjects": {m: [s.case_id for s in v] for m, v in subjects.items()}, "torch": torch.__version__}
     text = markdown(table, meta)
     write_outputs(args.out, "tables", {"meta": meta, "table": table}, text)
-    print(text)
     return 0
 
 

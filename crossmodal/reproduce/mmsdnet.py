@@ -264,7 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = markdown(table, tests, meta)
     write_outputs(args.out, "table1", {"meta": meta, "table": table, "significance": tests}, text)
-    print(text)
     return 0
 
 
