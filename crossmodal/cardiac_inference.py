@@ -62,15 +62,16 @@ def segment_cardiac(
     images = {m: torch.from_numpy(normalise_mr(a, per_slice=True))[:, None] for m, a in stack.images.items()}
     network = network.to(device).eval()
     result = CardiacResult(stack)
+    alone: dict[str, dict[str, torch.Tensor]] = {}
     for index, modality in ((1, "cine"), (2, "LGE")):
         if modality in images:
-            out = _run(network, device, batch_size, **{modality.lower(): images[modality]})
+            alone[modality] = out = _run(network, device, batch_size, **{modality.lower(): images[modality]})
             result.masks[modality] = _mask(stack, out[f"logits_anatomy{index}"], modality)
             result.anatomy[modality] = _anatomy(stack, out[f"anatomy{index}"], modality)
     paired = np.flatnonzero(stack.paired)
     if len(images) == 2 and len(paired):
         out = _run(network, device, batch_size, cine=images["cine"][paired], lge=images["LGE"][paired])
-        single = _run(network, device, batch_size, lge=images["LGE"])["logits_anatomy2"]
+        single = alone["LGE"]["logits_anatomy2"]  # unpaired LGE slices keep their single-modality masks
         for name, (key, modality) in OUTPUTS.items():
             if key.startswith(("warped", "fused")):
                 logits = single.clone() if modality == "LGE" else torch.zeros(len(stack.slices), *out[f"logits_{key}"].shape[1:])
