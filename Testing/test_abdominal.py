@@ -91,3 +91,15 @@ def test_patches_are_class_balanced_and_batches_alternate_modalities():
     assert len(result.history) == 2 and all(e["stream"] == 1 for e in result.history)
     changed = {k for k, v in trainer.state_dict().items() if not torch.equal(v, before[k])}
     assert any(k.startswith("stem.1") for k in changed) and not any(k.startswith("stem.0") for k in changed)
+
+
+def test_volumes_stored_with_flipped_axes_are_prepared_the_same_way_up():
+    """CHAOS stores MR with its y axis flipped relative to BTCV CT; the networks must not see that."""
+    image, labels = abdominal_volume("MR", seed=4)
+    flipped_image, flipped_labels = sitk.Flip(image, [False, True, False]), sitk.Flip(labels, [False, True, False])
+    assert flipped_image.GetDirection()[4] == -1  # same anatomy, stored the other way up
+    a, b = prepare_volume(image, "MR", labels), prepare_volume(flipped_image, "MR", flipped_labels)
+    assert a.grid.direction == b.grid.direction == tuple(np.eye(3).ravel())
+    assert a.image.shape == b.image.shape
+    assert (a.labels != b.labels).mean() < 1e-3  # nearest-neighbour ties may break either way
+    assert np.abs(a.image - b.image).mean() < 1e-3

@@ -23,6 +23,8 @@ from crossmodal.intensity import CT_AIR_HU, zscore
 MODALITIES = ("MR", "CT")
 SPACING_MM = 2.0
 BODY_MARGIN_MM = 10.0
+CANONICAL_ORIENTATION = "LPS"
+"""Array axes of a prepared volume run towards the patient's left, posterior and superior."""
 
 
 @dataclass
@@ -58,12 +60,14 @@ def body_box(image: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM, source: str = "image") -> PreparedVolume:
-    """Resample to ``spacing_mm`` isotropic, crop to the body, normalise for ``modality``."""
+    """Reorient to :data:`CANONICAL_ORIENTATION`, resample to ``spacing_mm`` isotropic, crop to the body, normalise."""
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
     if image.GetDimension() != 3:
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
-    resampled = resample_to_spacing(image, (spacing_mm,) * 3)
+    # One voxel orientation for every input (CHAOS stores y flipped relative to BTCV): the shared
+    # layers of the joint and dual-stream variants must see both modalities the same way up.
+    resampled = resample_to_spacing(sitk.DICOMOrient(image, CANONICAL_ORIENTATION), (spacing_mm,) * 3)
     array = sitk.GetArrayFromImage(resampled)
     if not np.isfinite(array).all():
         raise InputError(source, "contains NaN or infinite values")
