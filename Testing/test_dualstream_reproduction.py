@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import write_phantom_nnunet
+
 from crossmodal.reproduce.dualstream import main, split, summarise
 
 

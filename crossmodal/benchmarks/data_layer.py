@@ -21,6 +21,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from crossmodal.benchmarks import write_report
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.intensity import normalise_mr
 from crossmodal.pairing import PairingConfig, pair_volumes
@@ -104,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["pipeline"]),
         "samples_per_second": best["pipeline"]["samples"] / best["pipeline"]["total_seconds"],
     }
-    text = json.dumps(report, indent=2, default=float)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    write_report(report, args.out)
     return 0
 
 

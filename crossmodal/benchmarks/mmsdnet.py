@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from monai.networks.nets import BasicUNet
 
+from crossmodal.benchmarks import write_report
 from crossmodal.bundles import ModelCard, load_bundle
 from crossmodal.cardiac_inference import segment_cardiac
 from crossmodal.labels import CARDIAC_MYO_LV
@@ -138,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference_seconds": target, "inference_met": report["inference"]["network_seconds_16_slices"] <= target,
         "training_ratio": 3.0, "training_met": report["training"]["ratio_to_reference"] <= 3.0,
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    write_report(report, args.out)
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +20,19 @@ def pick_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available here")
     return torch.device(choice)
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser, schedules: dict) -> None:
+    """``--schedule``, ``--device`` and ``--steps``, as every reproduction takes them."""
+    parser.add_argument("--schedule", choices=("auto", *schedules), default="auto", help="auto: full on a GPU, reduced on a CPU")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--steps", type=int, help="override the schedule's training steps")
+
+
+def chosen_schedule(args: argparse.Namespace, schedules: dict, device: torch.device):
+    """The schedule ``args`` ask for (``auto``: full on CUDA, reduced on the CPU), with ``--steps`` applied."""
+    schedule = schedules["full" if device.type == "cuda" else "reduced"] if args.schedule == "auto" else schedules[args.schedule]
+    return replace(schedule, steps=args.steps) if args.steps else schedule
 
 
 def describe_device(device: torch.device) -> str:

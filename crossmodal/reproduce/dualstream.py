@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from crossmodal.datasets import read_nnunet_dataset
 from crossmodal.labels import ABDOMEN
 from crossmodal.metrics import dice
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
-from crossmodal.reproduce.common import RunStore, describe_device, pick_device, write_outputs
+from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, describe_device, pick_device, write_outputs
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
 from crossmodal.training.trainer import Schedule, train
 
@@ -138,17 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct", required=True, type=Path, help="CT dataset (nnU-Net v2 layout)")
     parser.add_argument("--mr", required=True, type=Path, help="MR dataset (nnU-Net v2 layout)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumes a run already there)")
-    parser.add_argument("--schedule", choices=("auto", *SCHEDULES), default="auto", help="auto: full on a GPU, reduced on a CPU")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_schedule_arguments(parser, SCHEDULES)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, help="override the schedule's training steps")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
-    schedule = SCHEDULES["full" if device.type == "cuda" else "reduced"] if args.schedule == "auto" else SCHEDULES[args.schedule]
-    if args.steps:
-        schedule = replace(schedule, steps=args.steps)
+    schedule = chosen_schedule(args, SCHEDULES, device)
     subjects = {"MR": load_subjects(args.mr, "MR"), "CT": load_subjects(args.ct, "CT")}
     store = RunStore(args.out)
     for repeat in range(args.repeats):

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,7 @@ from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
-from crossmodal.reproduce.common import (
-    RunStore,
-    describe_device,
-    pick_device,
-    write_outputs,
-)
+from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, describe_device, pick_device, write_outputs
 from crossmodal.training.cardiac_data import (
     CardiacPatient,
     balanced_batches,
@@ -218,19 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="MS-CMRSeg folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumes a run already there)")
-    parser.add_argument("--schedule", choices=("auto", *SCHEDULES), default="auto", help="auto: full on a GPU, reduced on a CPU")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_schedule_arguments(parser, SCHEDULES)
     parser.add_argument("--methods", nargs="+", default=[*LEARNED, "baselines"], choices=[*LEARNED, "baselines"])
     parser.add_argument("--fractions", nargs="+", type=int, default=list(FRACTIONS), choices=FRACTIONS)
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, help="override the schedule's training steps")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
-    schedule = SCHEDULES["full" if device.type == "cuda" else "reduced"] if args.schedule == "auto" else SCHEDULES[args.schedule]
-    if args.steps:
-        schedule = replace(schedule, steps=args.steps)
+    schedule = chosen_schedule(args, SCHEDULES, device)
     cases = [c for c in discover_mscmrseg(args.data) if c.is_pair and c.has_mask("C0")]
     labelled = [c.patient for c in cases if c.has_mask("DE")]
     unlabelled = [c.patient for c in cases if not c.has_mask("DE")]
