@@ -64,13 +64,13 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, filters: int = 64, depth: int = 4) -> None:
         super().__init__()
-        self.depth = depth
+        self.in_channels, self.depth = in_channels, depth
         self.encoder = UNetEncoder(in_channels, filters, depth)
         self.decoder = UNetDecoder(self.encoder.widths)
         self.head = nn.Conv2d(filters, out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.encoder.levels[0][0][0].in_channels, 2**self.depth)
+    def forward(self, x: torch.Tensor, name: str = "input") -> torch.Tensor:
+        check_input(x, self.in_channels, 2**self.depth, name)
         return self.head(self.decoder(self.encoder(x)))
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crossmodal.nets.blocks import UNet, check_input, conv_bn_relu
+from crossmodal.nets.blocks import UNet, conv_bn_relu
 from crossmodal.nets.tps import ThinPlateSpline
 
 
@@ -50,8 +50,8 @@ class AnatomyEncoder(nn.Module):
         super().__init__()
         self.unet = UNet(1, channels, filters, depth)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return binarise(torch.softmax(self.unet(image), dim=1))
+    def forward(self, image: torch.Tensor, name: str = "image") -> torch.Tensor:
+        return binarise(torch.softmax(self.unet(image, name), dim=1))
 
 
 class ModalityEncoder(nn.Module):
@@ -173,8 +173,7 @@ class MMSDNet(nn.Module):
 
     def encode(self, index: int, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Anatomy, modality factor (mean, log-variance, sample) and reconstruction of one modality."""
-        check_input(image, 1, 2**self.config.depth, self.config.modalities[index])
-        anatomy = self.anatomy[index](image)
+        anatomy = self.anatomy[index](image, self.config.modalities[index])  # checks the input once, by name
         mean, log_variance = self.modality[index](anatomy, image)
         z = reparameterise(mean, log_variance) if self.training else mean
         return {"anatomy": anatomy, "mean": mean, "log_variance": log_variance, "z": z, "reconstruction": self.decoder[index](anatomy, z)}
