@@ -48,7 +48,7 @@ def test_sliding_window_inference_covers_the_volume_with_probabilities():
     image, _ = abdominal_volume("CT", seed=1)
     prepared = prepare_volume(image, "CT")
     net = DualStreamFCN(ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1))
-    probabilities = predict_probabilities(net, 1, prepared, patch=32, overlap=0.25)
+    probabilities = predict_probabilities(net, 1, prepared, window=32, overlap=0.25)
     assert probabilities.shape == (5, *prepared.image.shape) and probabilities.dtype == np.float32
     assert np.allclose(probabilities.sum(axis=0), 1, atol=1e-4)
 

@@ -23,6 +23,9 @@ from crossmodal.intensity import CT_AIR_HU, zscore
 MODALITIES = ("MR", "CT")
 SPACING_MM = 2.0
 BODY_MARGIN_MM = 10.0
+INFERENCE_WINDOW = 96
+"""Sliding-window edge (voxels) at inference. The network is fully convolutional, so windows larger than
+the training patches see more context and cut the number of windows (and the run time) several-fold."""
 CANONICAL_ORIENTATION = "LPS"
 """Array axes of a prepared volume run towards the patient's left, posterior and superior."""
 
@@ -95,12 +98,12 @@ def otsu_threshold(array: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def predict_probabilities(network: torch.nn.Module, stream: int, prepared: PreparedVolume, *, patch: int = 64,
+def predict_probabilities(network: torch.nn.Module, stream: int, prepared: PreparedVolume, *, window: int = INFERENCE_WINDOW,
                           overlap: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 1) -> np.ndarray:
     """Class probabilities (classes, z, y, x) float32 on the prepared grid, by overlapping Gaussian-blended windows."""
     network = network.to(device).eval()
     volume = torch.from_numpy(prepared.image)[None, None].to(device)
-    logits = sliding_window_inference(volume, (patch,) * 3, batch_size, lambda x: network(x, stream), overlap=overlap,
+    logits = sliding_window_inference(volume, (window,) * 3, batch_size, lambda x: network(x, stream), overlap=overlap,
                                       mode="gaussian", padding_mode="constant", cval=float(prepared.image.min()))
     return torch.softmax(logits[0], dim=0).float().cpu().numpy()
 
