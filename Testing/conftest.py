@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from crossmodal.phantoms import write_mscmrseg_phantoms as write_phantom_mscmrseg
+from crossmodal.phantoms import write_nnunet_phantoms as write_phantom_nnunet  # noqa: F401 - used by test modules
+
 SHARED_DATA = Path(os.environ.get("CROSSMODAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 """Real data: ../shared/data beside the project, or the folder named by CROSSMODAL_SHARED_DATA."""
 
@@ -52,42 +55,7 @@ def oblique() -> sitk.Image:
     return oblique_volume()
 
 
-def write_phantom_mscmrseg(folder: Path, labelled: int, unlabelled: int = 0, **phantom) -> Path:
-    """An MS-CMRSeg-layout folder of synthetic patients: ``labelled`` with LGE masks, then ``unlabelled`` without."""
-    from crossmodal.image_io import write_image
-    from crossmodal.phantoms import cardiac_pair
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for patient in range(1, labelled + unlabelled + 1):
-        pair = cardiac_pair(seed=patient, **phantom)
-        write_image(pair.cine, folder / f"patient{patient}_C0.nii.gz")
-        write_image(pair.cine_mask, folder / f"patient{patient}_C0_manual.nii.gz")
-        write_image(pair.lge, folder / f"patient{patient}_DE.nii.gz")
-        if patient <= labelled:
-            write_image(pair.lge_mask, folder / f"patient{patient}_DE_manual.nii.gz")
-    return folder
-
-
 @pytest.fixture(scope="session")
 def phantom_mscmrseg(tmp_path_factory) -> Path:
     """Seven labelled and two cine-only-labelled synthetic patients (enough for three folds)."""
     return write_phantom_mscmrseg(tmp_path_factory.mktemp("phantom_mscmrseg"), labelled=7, unlabelled=2)
-
-
-def write_phantom_nnunet(folder: Path, modality: str, subjects: int) -> Path:
-    """An nnU-Net v2 raw dataset of synthetic abdominal ``modality`` ("CT" or "MR") volumes."""
-    import json
-
-    from crossmodal.image_io import write_image
-    from crossmodal.phantoms import abdominal_volume
-
-    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (folder / "labelsTr").mkdir(exist_ok=True)
-    for i in range(subjects):
-        image, labels = abdominal_volume(modality, seed=100 + i)
-        write_image(image, folder / "imagesTr" / f"{modality}_{i:03d}_0000.nii.gz")
-        write_image(labels, folder / "labelsTr" / f"{modality}_{i:03d}.nii.gz")
-    meta = {"channel_names": {"0": modality}, "labels": {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4},
-            "numTraining": subjects, "file_ending": ".nii.gz"}
-    (folder / "dataset.json").write_text(json.dumps(meta))
-    return folder

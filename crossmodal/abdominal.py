@@ -17,7 +17,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from crossmodal.errors import InputError
-from crossmodal.geometry import Grid, resample, resample_to_spacing
+from crossmodal.geometry import Grid, resample
 from crossmodal.intensity import CT_AIR_HU, zscore
 
 MODALITIES = ("MR", "CT")
@@ -26,8 +26,6 @@ BODY_MARGIN_MM = 10.0
 INFERENCE_WINDOW = 96
 """Sliding-window edge (voxels) at inference. The network is fully convolutional, so windows larger than
 the training patches see more context and cut the number of windows (and the run time) several-fold."""
-CANONICAL_ORIENTATION = "LPS"
-"""Array axes of a prepared volume run towards the patient's left, posterior and superior."""
 
 
 @dataclass
@@ -63,17 +61,22 @@ def body_box(image: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM, source: str = "image") -> PreparedVolume:
-    """Reorient to :data:`CANONICAL_ORIENTATION`, resample to ``spacing_mm`` isotropic, crop to the body, normalise."""
+    """Resample onto the LPS-aligned ``spacing_mm`` grid over the field of view, crop to the body, normalise.
+
+    Every input, whatever its voxel order (CHAOS stores MR with y flipped relative to BTCV CT),
+    obliquity or anisotropy, reaches the network with its array axes towards the patient's left,
+    posterior and superior: the shared layers of the joint and dual-stream variants must see both
+    modalities the same way up.
+    """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
     if image.GetDimension() != 3:
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
-    # One voxel orientation for every input (CHAOS stores y flipped relative to BTCV): the shared
-    # layers of the joint and dual-stream variants must see both modalities the same way up.
-    resampled = resample_to_spacing(sitk.DICOMOrient(image, CANONICAL_ORIENTATION), (spacing_mm,) * 3)
-    array = sitk.GetArrayFromImage(resampled)
-    if not np.isfinite(array).all():
+    if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise InputError(source, "contains NaN or infinite values")
+    background = float(np.min(sitk.GetArrayViewFromImage(image)))  # outside an oblique field of view: air
+    resampled = resample(image, Grid.of(image).axis_aligned(spacing_mm), default=background)
+    array = sitk.GetArrayFromImage(resampled)
     if looks_like(array) != modality:
         warnings.warn(f"{source}: its intensities look like {looks_like(array)}, but it was given as {modality}; check the modality", stacklevel=2)
     low, high = body_box(array, int(np.ceil(BODY_MARGIN_MM / spacing_mm)))

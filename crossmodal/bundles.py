@@ -104,5 +104,11 @@ def _mmsdnet(hyperparameters: dict) -> torch.nn.Module:
     return MMSDNet(MMSDNetConfig(**{**hyperparameters, "modalities": tuple(hyperparameters["modalities"])}))
 
 
-ARCHITECTURES = {"MMSDNet": _mmsdnet}
+def _dual_stream_fcn(hyperparameters: dict) -> torch.nn.Module:
+    from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
+
+    return DualStreamFCN(ResidualFCNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items()}))
+
+
+ARCHITECTURES = {"MMSDNet": _mmsdnet, "DualStreamFCN": _dual_stream_fcn}
 """Architecture name -> builder from the card's hyper-parameters."""

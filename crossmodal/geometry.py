@@ -49,6 +49,22 @@ class Grid:
         """Physical centre of the field of view."""
         return self.index_to_point((np.asarray(self.size) - 1) / 2)
 
+    def corners(self) -> np.ndarray:
+        """The 8 outer corners (voxel edges, not centres) of the field of view, shape (8, 3), in mm."""
+        edges = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in self.size], indexing="ij")).reshape(3, -1).T
+        return self.index_to_point(edges)
+
+    def axis_aligned(self, spacing: float) -> Grid:
+        """The grid along the LPS axes, at isotropic ``spacing``, that covers this field of view, centred on it.
+
+        Resampling an oblique or permuted volume onto it gives a network one orientation to learn.
+        """
+        points = self.corners()
+        low, high = points.min(axis=0), points.max(axis=0)
+        size = np.maximum(1, np.round((high - low) / spacing)).astype(int)
+        origin = (low + high) / 2 - (size - 1) / 2 * spacing
+        return Grid(tuple(int(n) for n in size), tuple(float(x) for x in origin), (float(spacing),) * 3, tuple(np.eye(3).ravel().tolist()))
+
     def slice(self, k: int) -> Grid:
         """The one-slice grid of slice ``k``."""
         return Grid((self.size[0], self.size[1], 1), tuple(self.index_to_point([0, 0, k])), self.spacing, self.direction)
@@ -132,8 +148,7 @@ def crop_to(image: sitk.Image, grid: Grid, margin: np.ndarray | int = 1) -> sitk
     Geometry is kept (slicing a SimpleITK image moves its origin); if ``grid`` misses ``image``
     entirely, ``image`` is returned whole and the caller's own overlap check reports it.
     """
-    corners = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in grid.size], indexing="ij")).reshape(3, -1).T
-    index = Grid.of(image).point_to_index(grid.index_to_point(corners))
+    index = Grid.of(image).point_to_index(grid.corners())
     size = np.asarray(image.GetSize())
     low = np.clip(np.floor(index.min(axis=0)).astype(int) - margin, 0, size)
     high = np.clip(np.ceil(index.max(axis=0)).astype(int) + margin + 1, 0, size)

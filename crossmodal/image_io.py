@@ -106,12 +106,19 @@ def atomic_output(path: Path) -> Iterator[Path]:
     """
     fd, name = tempfile.mkstemp(prefix="partial-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes it private; the output should not be
     temporary = Path(name)
     try:
         yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read_file(path: Path) -> sitk.Image:

@@ -17,7 +17,9 @@ Every image carries its geometry; masks lie on exactly their image's grid.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -281,3 +283,39 @@ def abdominal_volume(modality: str = "CT", seed: int = 0) -> tuple[sitk.Image, s
     else:
         image = (_rician(rng, image * _bias(rng, image.shape, 0.25), 0.02) * 1000).astype(np.float32)
     return grid.image(image), grid.image(labels)
+
+
+# --- phantom datasets on disk (tests, demos) --------------------------------------------------------
+
+
+def write_mscmrseg_phantoms(folder: Path, labelled: int, unlabelled: int = 0, first: int = 1, **phantom) -> Path:
+    """An MS-CMRSeg-layout folder of synthetic patients ``first``, ...: ``labelled`` with LGE masks, then ``unlabelled`` without."""
+    from crossmodal.image_io import write_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for patient in range(first, first + labelled + unlabelled):
+        pair = cardiac_pair(seed=patient, **phantom)
+        write_image(pair.cine, folder / f"patient{patient}_C0.nii.gz")
+        write_image(pair.cine_mask, folder / f"patient{patient}_C0_manual.nii.gz")
+        write_image(pair.lge, folder / f"patient{patient}_DE.nii.gz")
+        if patient < first + labelled:
+            write_image(pair.lge_mask, folder / f"patient{patient}_DE_manual.nii.gz")
+    return folder
+
+
+def write_nnunet_phantoms(folder: Path, modality: str, subjects: int) -> Path:
+    """An nnU-Net v2 raw dataset of synthetic abdominal ``modality`` ("CT" or "MR") volumes."""
+    from crossmodal.image_io import write_image
+
+    folder = Path(folder)
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(exist_ok=True)
+    for i in range(subjects):
+        image, labels = abdominal_volume(modality, seed=100 + i)
+        write_image(image, folder / "imagesTr" / f"{modality}_{i:03d}_0000.nii.gz")
+        write_image(labels, folder / "labelsTr" / f"{modality}_{i:03d}.nii.gz")
+    meta = {"channel_names": {"0": modality}, "labels": {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4},
+            "numTraining": subjects, "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder

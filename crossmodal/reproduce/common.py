@@ -1,31 +1,22 @@
-"""What the reproductions share: the device and schedule choice, and a resumable store of finished runs."""
+"""What the reproductions share: the schedule choice and a resumable store of finished runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from crossmodal.devices import DEVICES
 from crossmodal.image_io import atomic_output
-
-
-def pick_device(choice: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available here")
-    return torch.device(choice)
 
 
 def add_schedule_arguments(parser: argparse.ArgumentParser, schedules: dict) -> None:
     """``--schedule``, ``--device`` and ``--steps``, as every reproduction takes them."""
     parser.add_argument("--schedule", choices=("auto", *schedules), default="auto", help="auto: full on a GPU, reduced on a CPU")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--steps", type=int, help="override the schedule's training steps")
 
 
@@ -33,12 +24,6 @@ def chosen_schedule(args: argparse.Namespace, schedules: dict, device: torch.dev
     """The schedule ``args`` ask for (``auto``: full on CUDA, reduced on the CPU), with ``--steps`` applied."""
     schedule = schedules["full" if device.type == "cuda" else "reduced"] if args.schedule == "auto" else schedules[args.schedule]
     return replace(schedule, steps=args.steps) if args.steps else schedule
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
 class RunStore:

@@ -19,19 +19,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import MODALITIES, PreparedVolume, labels_on_source, predict_probabilities, prepare_volume
-from crossmodal.datasets import read_nnunet_dataset
-from crossmodal.labels import ABDOMEN
-from crossmodal.metrics import dice
+from crossmodal.abdominal import MODALITIES
+from crossmodal.devices import describe_device, pick_device
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
-from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, describe_device, pick_device, write_outputs
+from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
+from crossmodal.training.recipes import ORGANS, Subject, load_subjects, subject_dice
 from crossmodal.training.trainer import Schedule, train
-
-ORGANS = {label.value: label.name for label in ABDOMEN.labels}
 
 
 @dataclass(frozen=True)
@@ -59,25 +55,6 @@ SCHEDULES = {
 }
 
 
-@dataclass
-class Subject:
-    case_id: str
-    modality: str
-    prepared: PreparedVolume
-    reference: np.ndarray
-    """Manual labels on the subject's own grid."""
-
-
-def load_subjects(folder: Path, modality: str) -> list[Subject]:
-    dataset = read_nnunet_dataset(folder)
-    subjects = []
-    for case in dataset.cases:
-        image, labels = sitk.ReadImage(str(case.images[0])), dataset.read_label(case)
-        prepared = prepare_volume(image, modality, labels, source=str(case.images[0]))
-        subjects.append(Subject(case.case_id, modality, prepared, sitk.GetArrayFromImage(labels)))
-    return subjects
-
-
 def split(subjects: list[Subject], repeat: int) -> list[list[Subject]]:
     """Two folds of a modality's subjects, shuffled by ``repeat``."""
     order = np.random.default_rng(repeat).permutation(len(subjects))
@@ -92,12 +69,7 @@ def run_variant(variant: str, train_sets: dict[str, list[Subject]], test_sets: d
     samplers = {config.streams.index(m): PatchSampler([s.prepared for s in subjects], schedule.patch, config.classes)
                 for m, subjects in train_sets.items() if subjects}
     result = train(trainer, alternating_batches(samplers, schedule.batch_size), Schedule(schedule.steps), seed=seed)
-    scores: dict[str, dict] = {}
-    for modality, subjects in test_sets.items():
-        for subject in subjects:
-            probabilities = predict_probabilities(trainer.network, config.streams.index(modality), subject.prepared, device=device)
-            found = sitk.GetArrayFromImage(labels_on_source(subject.prepared, probabilities))
-            scores.setdefault(modality, {})[subject.case_id] = {ORGANS[k]: v for k, v in dice(found, subject.reference, list(ORGANS)).items()}
+    scores = {modality: {s.case_id: subject_dice(trainer.network, s, device) for s in subjects} for modality, subjects in test_sets.items()}
     return {"seconds": result.seconds, "final_loss": result.history[-1]["loss"], "scores": scores}
 
 

@@ -28,9 +28,10 @@ from scipy.stats import wilcoxon
 
 from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
+from crossmodal.devices import describe_device, pick_device
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
-from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, describe_device, pick_device, write_outputs
+from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
 from crossmodal.training.cardiac_data import (
     CardiacPatient,
     balanced_batches,

@@ -16,6 +16,7 @@ import torch
 
 from crossmodal.abdominal import PreparedVolume
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
+from crossmodal.training.distributed import bare
 from crossmodal.training.losses import dice_loss
 
 
@@ -109,8 +110,16 @@ class DualStreamTrainer:
         self.optimiser.step()
         return {"loss": loss.item(), "stream": float(batch.stream)}
 
+    @property
+    def module(self) -> DualStreamFCN:
+        """The network itself (``self.network`` may be its DDP replica while training distributed)."""
+        return bare(self.network)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.network.state_dict()
+        return self.module.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.network.load_state_dict(state)
+        self.module.load_state_dict(state)
+
+    def parts(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+        return {"network": self.module, "optimiser": self.optimiser}

@@ -19,6 +19,7 @@ from crossmodal.nets.blocks import UNet
 from crossmodal.nets.dualstream2d import DualStreamUNet
 from crossmodal.nets.mmsdnet import MaskDiscriminator, MMSDNet, MMSDNetConfig
 from crossmodal.training.cardiac_data import Augmentation, SampleSet
+from crossmodal.training.distributed import bare
 from crossmodal.training.losses import (
     dice_loss,
     discriminator_adversarial,
@@ -72,11 +73,19 @@ class Method(ABC):
         loss.backward()
         optimiser.step()
 
+    @property
+    def module(self) -> nn.Module:
+        """The network itself (``self.network`` may be its DDP replica while training distributed)."""
+        return bare(self.network)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.network.state_dict()
+        return self.module.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.network.load_state_dict(state)
+        self.module.load_state_dict(state)
+
+    def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        return {"network": self.module, "optimiser": self.optimiser}
 
 
 class MMSDNetMethod(Method):
@@ -94,6 +103,9 @@ class MMSDNetMethod(Method):
     def usable(self, samples: SampleSet) -> torch.Tensor:
         return samples.has_cine
 
+    def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        return {**super().parts(), "discriminator": bare(self.discriminator), "discriminator_optimiser": self.discriminator_optimiser}
+
     def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
         net, w, classes = self.network, self.weights, self.config.classes
         net.train()
@@ -109,12 +121,15 @@ class MMSDNetMethod(Method):
             + sum(dice_loss(out[f"logits_{k}"][labelled], lge_mask[labelled]) for k in ("anatomy2", "warped1", "fused2")),
         }
         fake = [torch.softmax(out[f"logits_{k}"], dim=1) for k in ("anatomy2", "fused2")]
-        terms["adversarial"] = sum(generator_adversarial(self.discriminator(f)) for f in fake)
+        # One critic pass over both fakes (it has no batch statistics, so this equals two passes;
+        # DDP wants one forward per backward). The mean over both equals the mean of the two means.
+        terms["adversarial"] = 2 * generator_adversarial(self.discriminator(torch.cat(fake)))
         total = sum(getattr(w, k) * v for k, v in terms.items())
         self._apply(total, self.optimiser)
 
         real = one_hot(torch.cat([cine_mask, lge_mask[labelled]]), classes)
-        d_loss = discriminator_adversarial(self.discriminator(real), self.discriminator(torch.cat(fake).detach()))
+        scores = self.discriminator(torch.cat([real, *fake]).detach())
+        d_loss = discriminator_adversarial(scores[: len(real)], scores[len(real) :])
         self._apply(d_loss, self.discriminator_optimiser)
         return {"loss": total.item(), "discriminator": d_loss.item(), **{k: v.item() for k, v in terms.items()}}
 
@@ -124,16 +139,16 @@ class MMSDNetMethod(Method):
         for index in (0, 1):
             anatomy = out[f"anatomy{index + 1}"]
             z = torch.randn(len(anatomy), self.config.z_dim, device=anatomy.device)
-            loss = loss + F.l1_loss(self.network.reencode_z(index, anatomy, z), z)
+            loss = loss + F.l1_loss(self.module.reencode_z(index, anatomy, z), z)
         return loss
 
     @torch.no_grad()
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
         self.network.eval()
-        single = torch.softmax(self.network(None, lge.to(self.device))["logits_anatomy2"], dim=1).cpu()
+        single = torch.softmax(self.module(None, lge.to(self.device))["logits_anatomy2"], dim=1).cpu()
         multi = single.clone()
         if paired.any():
-            out = self.network(cine[paired].to(self.device), lge[paired].to(self.device))
+            out = self.module(cine[paired].to(self.device), lge[paired].to(self.device))
             multi[paired] = torch.softmax(out["logits_fused2"], dim=1).cpu()
         return {"MMSDNet-single": single, "MMSDNet-multi": multi}
 
@@ -164,7 +179,7 @@ class UNetMethod(Method):
     @torch.no_grad()
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
         self.network.eval()
-        return {self.name: torch.softmax(self.network(lge.to(self.device)), dim=1).cpu()}
+        return {self.name: torch.softmax(self.module(lge.to(self.device)), dim=1).cpu()}
 
 
 class DualStreamMethod(Method):
@@ -194,4 +209,4 @@ class DualStreamMethod(Method):
     @torch.no_grad()
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
         self.network.eval()
-        return {self.name: torch.softmax(self.network(lge.to(self.device), 1), dim=1).cpu()}
+        return {self.name: torch.softmax(self.module(lge.to(self.device), 1), dim=1).cpu()}

@@ -1,0 +1,231 @@
+"""The `crossmodal` command line: training into bundles, segmenting, evaluating, the catalog, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from crossmodal.cli import EXIT_INPUT_ERROR, main
+from crossmodal.geometry import Grid
+from crossmodal.image_io import write_image
+from crossmodal.phantoms import abdominal_volume, cardiac_pair, write_nnunet_phantoms
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MMSDNET = {"architecture": "MMSDNet", "id": "tiny-mmsdnet", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
+                "batch_size": 4, "validate_every": 2, "checkpoint_every": 2, "validation": [1]}
+TINY_DUALSTREAM = {"architecture": "DualStreamFCN", "id": "tiny-v4", "filters": [2, 4, 4, 8, 8], "patch": 16, "batch_size": 1,
+                   "steps": 2, "validate_every": 2, "checkpoint_every": 2, "validation": {"CT": 1, "MR": 1}}
+
+
+def assert_same_grid(written: sitk.Image, reference: sitk.Image, name: str = "") -> None:
+    """Equal up to NIfTI's single-precision header (its quaternion rounds directions at ~1e-8)."""
+    a, b = Grid.of(written), Grid.of(reference)
+    assert a.size == b.size, name
+    for field in ("origin", "spacing", "direction"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-5, err_msg=f"{name} {field}")
+
+
+def events_of(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def write_config(folder: Path, recipe: dict, **changes) -> Path:
+    path = folder / f"{recipe['id']}{''.join(f'-{k}' for k in changes)}.json"
+    path.write_text(json.dumps({**recipe, **changes}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, phantom_mscmrseg) -> dict[str, Path]:
+    """A tiny MMSDNet and a tiny dual-stream V4, trained through `crossmodal train` into a user models folder."""
+    folder = tmp_path_factory.mktemp("models")
+    ct = write_nnunet_phantoms(folder / "ct", "CT", 2)
+    mr = write_nnunet_phantoms(folder / "mr", "MR", 2)
+    cardiac = main(["train", "--config", str(write_config(folder, TINY_MMSDNET)), "--data", str(phantom_mscmrseg),
+                    "--out", str(folder / "user" / "tiny-mmsdnet"), "--events", "jsonl", "--device", "cpu"])
+    abdominal = main(["train", "--config", str(write_config(folder, TINY_DUALSTREAM)), "--ct", str(ct), "--mr", str(mr),
+                      "--out", str(folder / "user" / "tiny-v4"), "--events", "jsonl"])
+    assert cardiac == abdominal == 0
+    return {"user": folder / "user", "cardiac": folder / "user" / "tiny-mmsdnet", "abdominal": folder / "user" / "tiny-v4"}
+
+
+@pytest.fixture
+def catalog(models, monkeypatch):
+    monkeypatch.setenv("CROSSMODAL_MODELS", str(models["user"]))
+    return models
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pair")
+    p = cardiac_pair(seed=40)
+    return {"lge": write_image(p.lge, folder / "lge.nii.gz"), "cine": write_image(p.cine, folder / "cine.nrrd"),
+            "reference": write_image(p.lge_mask, folder / "lge_mask.nii.gz")}
+
+
+def test_training_writes_a_bundle_with_events_and_no_leftover_checkpoint(models, tmp_path, phantom_mscmrseg, capsys):
+    bundle = models["cardiac"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["card.json", "model.pt", "recipe.json"]
+    card = json.loads((bundle / "card.json").read_text())
+    assert card["architecture"] == "MMSDNet" and card["training"]["steps"] == 4 and card["validation"]["patients"] == [1]
+    code = main(["train", "--config", str(write_config(tmp_path, TINY_MMSDNET, steps=2)), "--data", str(phantom_mscmrseg),
+                 "--out", str(tmp_path / "m"), "--events", "jsonl"])
+    events = events_of(capsys)
+    assert code == 0 and {e["schema"] for e in events} == {1}
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "result" and "metrics" in kinds
+    training = [e for e in events if e["type"] == "progress" and e["stage"] == "training"]
+    assert [e["done"] for e in training] == [1, 2] and training[-1]["total"] == 2
+    assert events[-1]["outputs"] == {"bundle": str(tmp_path / "m")}
+
+
+def test_training_refuses_to_overwrite_and_checks_its_recipe(models, tmp_path, phantom_mscmrseg, capsys):
+    config = write_config(tmp_path, TINY_MMSDNET)
+    before = (models["cardiac"] / "model.pt").read_bytes()
+    assert main(["train", "--config", str(config), "--data", str(phantom_mscmrseg), "--out", str(models["cardiac"])]) == EXIT_INPUT_ERROR
+    assert "already holds a model bundle" in capsys.readouterr().err
+    assert (models["cardiac"] / "model.pt").read_bytes() == before
+    assert main(["train", "--config", str(config), "--data", str(phantom_mscmrseg), "--out", str(tmp_path / "x"), "--resume"]) == EXIT_INPUT_ERROR
+    assert "no unfinished training to resume" in capsys.readouterr().err
+    typo = write_config(tmp_path, TINY_MMSDNET, lerning_rate=0.1)
+    assert main(["train", "--config", str(typo), "--data", str(phantom_mscmrseg)]) == EXIT_INPUT_ERROR
+    assert "unknown key(s) ['lerning_rate']" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--data", str(tmp_path / "nowhere")]) == EXIT_INPUT_ERROR
+    assert "data folder for 'mscmrseg' does not exist" in capsys.readouterr().err
+
+
+def test_segment_a_pair_writes_every_output_on_its_inputs_grid(catalog, pair, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", "--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--model", "tiny-mmsdnet", "--out", str(out), "--events", "jsonl"])
+    result = events_of(capsys)[-1]
+    assert code == 0 and result["type"] == "result" and result["task"] == "cardiac"
+    lge, cine = sitk.ReadImage(str(pair["lge"])), sitk.ReadImage(str(pair["cine"]))
+    for name, reference in (("seg_fused_lge", lge), ("seg_lge", lge), ("seg_cine_aligned_to_lge", lge), ("anatomy_lge", lge),
+                            ("seg_cine", cine), ("seg_fused_cine", cine), ("anatomy_cine", cine)):
+        assert_same_grid(sitk.ReadImage(result["outputs"][name]), reference, name)
+    transform = sitk.ReadTransform(result["outputs"]["tps_lge_to_cine"])
+    centre = Grid.of(lge).centre
+    assert np.linalg.norm(np.subtract(transform.TransformPoint(tuple(centre)), centre)) < 50  # a displacement in mm, not voxels
+    assert json.loads((out / "segment.json").read_text())["outputs"] == result["outputs"]
+
+
+def test_segment_abdominal_guesses_the_modality_and_reports_volumes(catalog, tmp_path, capsys):
+    image, _ = abdominal_volume("CT", seed=9)
+    path = write_image(image, tmp_path / "ct.nii.gz")
+    assert main(["segment", "--image", str(path), "--model", "tiny-v4", "--out", str(tmp_path / "out"), "--report", "--events", "jsonl"]) == 0
+    result = events_of(capsys)[-1]
+    assert result["modality"] == "CT" and result["modality_from"] == "intensities"
+    assert set(result["volumes_ml"]) == {"liver", "right kidney", "left kidney", "spleen"}
+    assert_same_grid(sitk.ReadImage(result["outputs"]["organs"]), image)
+    assert "Orthogonal views" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, tmp_path, capsys):
+    out = tmp_path / "qa.html"
+    assert main(["report", "--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--reference", str(pair["reference"]),
+                 "--model", "tiny-mmsdnet", "--out", str(out), "--events", "jsonl"]) == 0
+    page = out.read_text()
+    slices = sitk.ReadImage(str(pair["lge"])).GetSize()[2]
+    for caption in ("LGE + fused mask", "LGE + LGE-only mask", "TPS deformation grid", "cine warped by the TPS"):
+        assert page.count(f"<figcaption>{caption}") >= slices - 2, caption
+    assert page.count("channel ") >= 16 and "Against the reference" in page and "HD95" in page
+    assert page.count("data:image/png;base64,") > 5 * slices
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--lge", "{tmp}/missing.nii.gz"], "missing.nii.gz: no such file"),
+        (["--lge", "{lge}", "--model", "no-such-model"], "no-such-model: is not a model folder nor a known model id"),
+        (["--lge", "{lge}", "--model", "tiny-v4"], "is a DualStreamFCN model (for abdominal images); the cardiac task needs a MMSDNet model"),
+        (["--image", "{lge}", "--model", "tiny-mmsdnet"], "is a MMSDNet model (for cardiac images)"),
+        (["--lge", "{ct}"], "as a CT in HU; the LGE must be a cardiac MR image"),
+        (["--lge", "{lge}", "--image", "{ct}"], "cannot be combined"),
+        (["--cine", "{cine}", "--report"], "the cardiac QA report shows the LGE"),
+        (["--lge", "{lge}", "--device", "cuda"], "no CUDA device is available"),
+    ],
+)
+def test_segment_refuses_bad_input_in_one_line(catalog, pair, tmp_path, capsys, arguments, message):
+    if "cuda" in arguments and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    ct = write_image(abdominal_volume("CT", seed=1)[0], tmp_path / "ct.nii.gz")
+    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct}
+    code = main(["segment", *(a.format(**values) for a in arguments), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_segment_never_overwrites_an_input_and_needs_a_writable_folder(catalog, pair, tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lge = folder / "seg_lge.nii.gz"  # the name of one of segment's outputs
+    shutil.copy(pair["lge"], lge)
+    before = lge.read_bytes()
+    assert main(["segment", "--lge", str(lge), "--model", "tiny-mmsdnet", "--out", str(folder)]) == EXIT_INPUT_ERROR
+    assert "is an input; writing the output there would overwrite it" in capsys.readouterr().err
+    assert lge.read_bytes() == before
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["segment", "--lge", str(pair["lge"]), "--model", "tiny-mmsdnet", "--out", str(blocker / "out")]) == EXIT_INPUT_ERROR
+    assert "output folder cannot be created" in capsys.readouterr().err
+
+
+def test_a_tampered_or_truncated_model_is_refused_and_listed_as_broken(catalog, pair, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(catalog["cardiac"], broken)
+    weights = broken / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert main(["segment", "--lge", str(pair["lge"]), "--model", str(broken), "--out", str(tmp_path / "out")]) == EXIT_INPUT_ERROR
+    assert "does not match the sha256 in its card" in capsys.readouterr().err
+    assert main(["models", "--events", "jsonl"]) == 0
+    listed = {m["id"]: m for m in events_of(capsys)[-1]["models"]}
+    assert listed["tiny-mmsdnet"]["status"] == "ok" and listed["tiny-v4"]["architecture"] == "DualStreamFCN"
+    copy = catalog["user"] / "tampered"
+    shutil.copytree(broken, copy)
+    try:
+        assert main(["models"]) == EXIT_INPUT_ERROR
+        assert "failed its check: sha256 mismatch" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_evaluate_scores_pairs_and_folders(tmp_path, capsys):
+    pair = cardiac_pair(seed=3)
+    for folder in ("truth", "pred"):
+        (tmp_path / folder).mkdir()
+    truth = write_image(pair.lge_mask, tmp_path / "truth" / "p1.nii.gz")
+    write_image(pair.lge_mask, tmp_path / "pred" / "p1.nii.gz")
+    assert main(["evaluate", "--predictions", str(tmp_path / "pred"), "--references", str(tmp_path / "truth"), "--out", str(tmp_path / "s.json")]) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert "myocardium       1.000 ± 0.000" in capsys.readouterr().err  # the table a person reads
+    assert summary["myocardium"]["dice_mean"] == 1.0 and summary["left ventricle"]["hd95_mm_mean"] == 0.0
+    shrunk = sitk.GetArrayFromImage(sitk.BinaryErode(pair.lge_mask == 500, [3, 3, 0]))
+    eroded = sitk.GetImageFromArray(shrunk.astype(np.uint16) * 500)
+    eroded.CopyInformation(pair.lge_mask)
+    worse = write_image(eroded, tmp_path / "worse.nii.gz")
+    assert main(["evaluate", "--prediction", str(worse), "--reference", str(truth), "--structures", "left ventricle", "--events", "jsonl"]) == 0
+    scored = events_of(capsys)[-1]["summary"]
+    assert list(scored) == ["left ventricle"] and 0.3 < scored["left ventricle"]["dice_mean"] < 1
+    assert main(["evaluate", "--prediction", str(worse)]) == EXIT_INPUT_ERROR
+    elsewhere = sitk.Image(pair.lge_mask)
+    elsewhere.SetOrigin((5000.0, 0.0, 0.0))
+    far = write_image(elsewhere, tmp_path / "far.nii.gz")
+    assert main(["evaluate", "--prediction", str(far), "--reference", str(truth)]) == EXIT_INPUT_ERROR
+    assert "does not overlap its reference" in capsys.readouterr().err
+
+
+def test_help_reads_for_every_command():
+    completed = subprocess.run([sys.executable, "-m", "crossmodal", "--help"], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "exit codes" in completed.stdout and "segment" in completed.stdout
+    for command in ("segment", "train", "evaluate", "report", "models", "reproduce", "bench"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0

@@ -1,0 +1,181 @@
+"""``segment`` and ``report``: a cine + LGE pair (or either alone) with MMSDNet, or a CT/MR volume with the dual-stream FCN."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from crossmodal.abdominal import MODALITIES, looks_like
+from crossmodal.abdominal_inference import AbdominalResult, segment_abdominal
+from crossmodal.bundles import ModelCard, load_bundle
+from crossmodal.cardiac_inference import OUTPUTS, CardiacResult, displacement_transform, segment_cardiac
+from crossmodal.catalog import find_model
+from crossmodal.devices import DEVICES, pick_device
+from crossmodal.errors import InputError
+from crossmodal.events import Events
+from crossmodal.image_io import atomic_output, read_cine_frame, read_image, write_image
+from crossmodal.report import abdominal_report, cardiac_report
+
+
+@dataclass
+class Segmentation:
+    task: str
+    card: ModelCard
+    result: CardiacResult | AbdominalResult
+    images: dict[str, sitk.Image]
+    inputs: list[Path]
+
+
+def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    segment = commands.add_parser("segment", parents=[common], help="segment a cine + LGE pair, a cine or an LGE, or a CT/MR volume",
+                                  description="Segment images and write the masks as files on each input's own voxel grid.")
+    add_input_arguments(segment)
+    segment.add_argument("--out", required=True, type=Path, help="output folder (created); inputs are never overwritten")
+    segment.add_argument("--report", action="store_true", help="also write the visual QA report (report.html)")
+    segment.set_defaults(run=run_segment)
+    report = commands.add_parser("report", parents=[common], help="segment and write only the visual QA report (HTML)",
+                                 description="Segment the inputs and write a self-contained HTML page of QA panels.")
+    add_input_arguments(report)
+    report.add_argument("--out", required=True, type=Path, help="the HTML file to write")
+    report.set_defaults(run=run_report)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    cardiac = parser.add_argument_group("cardiac MR (MMSDNet)")
+    cardiac.add_argument("--lge", type=Path, help="LGE volume (NIfTI, NRRD, MHA or a DICOM folder)")
+    cardiac.add_argument("--cine", type=Path, help="cine volume: one 3-D frame, or a 4-D cine with --cine-frame")
+    cardiac.add_argument("--cine-frame", type=int, default=0, help="frame of a 4-D cine (default 0, end-diastole in MS-CMRSeg)")
+    cardiac.add_argument("--reference", type=Path, help="reference LGE mask (200 myocardium, 500 LV) for Dice in the report")
+    abdominal = parser.add_argument_group("abdominal CT or MR (dual-stream FCN)")
+    abdominal.add_argument("--image", type=Path, help="CT or MR volume")
+    abdominal.add_argument("--modality", choices=MODALITIES, help="the volume's modality (default: from DICOM tags or intensities)")
+    parser.add_argument("--model", help="model id (see `crossmodal models`) or bundle folder; default: the bundled model for the task")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+
+
+def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
+    """Read the inputs, pick and verify the model, run it."""
+    if args.image is not None and (args.lge is not None or args.cine is not None):
+        raise InputError("--image", "segments a CT/MR volume; it cannot be combined with --lge or --cine")
+    if args.image is None and args.lge is None and args.cine is None:
+        raise InputError("inputs", "give --lge and/or --cine (cardiac MR), or --image (abdominal CT/MR)")
+    device = pick_device(args.device)
+    if args.image is not None:
+        image = read_image(args.image)
+        card, network = load_bundle(find_model(args.model, "abdominal"), device)
+        events.progress("inference", 0, 1)
+        result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image))
+        events.progress("inference", 1, 1)
+        return Segmentation("abdominal", card, result, {"image": image}, [args.image])
+    images = {}
+    if args.lge is not None:
+        images["LGE"] = read_image(args.lge)
+    if args.cine is not None:
+        images["cine"] = read_cine_frame(args.cine, args.cine_frame)
+    for role, image in images.items():
+        if looks_like(sitk.GetArrayViewFromImage(image)) == "CT":
+            raise InputError(getattr(args, role.lower()), f"has intensities below -50, as a CT in HU; the {role} must be a cardiac MR image")
+    card, network = load_bundle(find_model(args.model, "cardiac"), device)
+    events.progress("inference", 0, 1)
+    result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device)
+    events.progress("inference", 1, 1)
+    inputs = [p for p in (args.lge, args.cine, args.reference) if p is not None]
+    return Segmentation("cardiac", card, result, images, inputs)
+
+
+def slug(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -> None:
+    """Create ``folder`` and make sure it is writable and that no planned output is an input."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(folder, f"output folder cannot be created ({error.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(folder, "output folder is not writable")
+    given = {p.resolve() for p in inputs}
+    clash = [p for p in planned if p.resolve() in given]
+    if clash:
+        raise InputError(clash[0], "is an input; writing the output there would overwrite it. Choose another --out")
+
+
+def html_report(segmentation: Segmentation, reference: sitk.Image | None) -> str:
+    if segmentation.task == "abdominal":
+        return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"])
+    text, _ = cardiac_report(segmentation.result, segmentation.card, lge=segmentation.images.get("LGE"),
+                             cine=segmentation.images.get("cine"), reference=reference)
+    return text
+
+
+def read_reference(args: argparse.Namespace, report: bool) -> sitk.Image | None:
+    """The reference mask, after checking that the report (if asked for) can be made from the inputs."""
+    if report and args.image is None and args.lge is None:
+        raise InputError("--lge", "the cardiac QA report shows the LGE; give --lge (with or without --cine)")
+    if args.reference is None:
+        return None
+    if args.lge is None:
+        raise InputError("--reference", "is a reference LGE mask, but no --lge was given")
+    return read_image(args.reference)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_output(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+
+
+def run_segment(args: argparse.Namespace, events: Events) -> int:
+    reference = read_reference(args, args.report)
+    segmentation = segment_inputs(args, events)
+    files: dict[str, sitk.Image | sitk.Transform] = {}
+    summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version}
+    result = segmentation.result
+    if isinstance(result, CardiacResult):
+        for name in OUTPUTS:
+            if name in result.masks:
+                files[f"seg_{slug(name)}.nii.gz"] = result.masks[name]
+        for modality, anatomy in result.anatomy.items():
+            files[f"anatomy_{slug(modality)}.nii.gz"] = anatomy
+        if result.displacement is not None:
+            files["tps_lge_to_cine.h5"] = displacement_transform(result)
+        summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}
+    else:
+        files["organs.nii.gz"] = result.labels
+        summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
+    names = [*files, "segment.json", *(["report.html"] if args.report else [])]
+    check_output_folder(args.out, [args.out / n for n in names], segmentation.inputs)
+    outputs = {}
+    for name, item in files.items():
+        path = args.out / name
+        if isinstance(item, sitk.Transform):
+            with atomic_output(path) as partial:
+                sitk.WriteTransform(item, str(partial))
+        else:
+            write_image(item, path)
+        outputs[name.split(".")[0]] = str(path)
+    if args.report:
+        write_text(args.out / "report.html", html_report(segmentation, reference))
+        outputs["report"] = str(args.out / "report.html")
+    summary["outputs"] = outputs
+    write_text(args.out / "segment.json", json.dumps(summary, indent=1) + "\n")
+    events.result(outputs, **{k: v for k, v in summary.items() if k != "outputs"})
+    return 0
+
+
+def run_report(args: argparse.Namespace, events: Events) -> int:
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(args.out, "the report is an HTML page; give a path ending in .html")
+    reference = read_reference(args, report=True)
+    segmentation = segment_inputs(args, events)
+    check_output_folder(args.out.parent, [args.out], segmentation.inputs)
+    write_text(args.out, html_report(segmentation, reference))
+    extra = {"volumes_ml": segmentation.result.volumes_ml} if isinstance(segmentation.result, AbdominalResult) else {}
+    events.result({"report": str(args.out)}, task=segmentation.task, **extra)
+    return 0
+

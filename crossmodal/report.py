@@ -1,0 +1,231 @@
+"""Visual QA reports: one self-contained HTML page (PNG panels embedded) per segmentation.
+
+Cardiac (a cine + LGE pair), per LGE slice: the cine, the LGE, the LGE with the fused mask, the LGE with
+the LGE-only mask, the cine warped by the TPS over the LGE, and the TPS deformation grid; the 8 anatomy
+factors as a montage; Dice and HD95 against a reference when one is given; and a flag on slices where
+the LGE-only and the fused masks disagree strongly (a cue to look). Abdominal (CT or MR): axial,
+coronal and sagittal views with organ contours, and the organ volumes in mL.
+
+Every overlay is made by resampling the written-back masks (on the input's own grid) onto the panel's
+plane in physical space, so a report that looks right also shows that the geometry is right.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from crossmodal.abdominal_inference import AbdominalResult
+from crossmodal.bundles import ModelCard
+from crossmodal.cardiac_inference import CardiacResult, displacement_transform
+from crossmodal.geometry import Grid, resample
+from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.metrics import dice, surface_distances
+
+DISAGREEMENT_FLAG = 0.8
+"""Slices whose LGE-only and fused foreground masks overlap less than this (Dice) are flagged."""
+GRID_STEP_PX = 8
+ANATOMY_CHANNELS = 8
+
+Colours = dict[int, tuple[float, float, float]]
+
+
+# --- drawing ------------------------------------------------------------------------------------
+
+
+def grey(array: np.ndarray) -> np.ndarray:
+    """A 2-D image as RGB uint8, windowed to its 1st..99th percentile."""
+    low, high = np.percentile(array, (1, 99)) if array.size else (0.0, 1.0)
+    scaled = np.clip((array - low) / max(high - low, 1e-6), 0, 1)
+    return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def contours(rgb: np.ndarray, labels: np.ndarray, colours: Colours) -> np.ndarray:
+    """Draw each label's 1-pixel outline in its colour."""
+    out = rgb.copy()
+    for value, colour in colours.items():
+        mask = (labels == value).astype(np.uint8)
+        if mask.any():
+            edge = sitk.GetArrayFromImage(sitk.BinaryContour(sitk.GetImageFromArray(mask), fullyConnected=True)) > 0
+            out[edge] = (np.asarray(colour) * 255).astype(np.uint8)
+    return out
+
+
+def fusion(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two aligned greyscale images as one: ``first`` magenta, ``second`` green; where they agree, grey."""
+    a, b = grey(first)[..., 0], grey(second)[..., 0]
+    return np.stack([a, b, a], axis=-1)
+
+
+def enlarge(rgb: np.ndarray, minimum: int = 192) -> np.ndarray:
+    """Nearest-neighbour upscaling by a whole factor, so small panels stay legible."""
+    factor = max(1, int(np.ceil(minimum / max(rgb.shape[:2]))))
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+def png_uri(rgb: np.ndarray) -> str:
+    """A data: URI of the RGB array as PNG (SimpleITK writes it; no imaging library needed)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(enlarge(rgb)), isVector=True)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "panel.png"
+        sitk.WriteImage(image, str(path))
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def figure(rgb: np.ndarray, caption: str) -> str:
+    return f'<figure><img src="{png_uri(rgb)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def page(title: str, sections: Sequence[str]) -> str:
+    style = ("body{font-family:sans-serif;margin:1.5em;color:#222}figure{display:inline-block;margin:4px;text-align:center}"
+             "figcaption{font-size:12px}img{image-rendering:pixelated}table{border-collapse:collapse;margin:0.5em 0}"
+             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}.flag{color:#b00;font-weight:bold}"
+             ".slice{border-top:1px solid #ddd;padding-top:0.5em}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
+
+
+def on_plane(image: sitk.Image, plane: Grid, *, label: bool, transform: sitk.Transform | None = None) -> np.ndarray:
+    """``image`` sampled on a one-slice ``plane`` in physical space (optionally through ``transform``), as 2-D."""
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    pixel = image.GetPixelID() if label else sitk.sitkFloat32
+    sampled = sitk.Resample(image, plane.image(), transform or sitk.Transform(), interpolator, 0.0, pixel)
+    return sitk.GetArrayFromImage(sampled)[0]
+
+
+# --- cardiac ------------------------------------------------------------------------------------
+
+
+def label_colours(card: ModelCard) -> Colours:
+    return {entry["value"]: tuple(entry["color"]) for entry in card.labels}
+
+
+def deformation_grid(result: CardiacResult, index: int, background: np.ndarray) -> np.ndarray:
+    """Lines of a regular cine-plane grid, drawn where the TPS maps them onto the LGE plane."""
+    plane, cine_plane = result.stack.slices[index].grids["LGE"], result.stack.slices[index].grids["cine"]
+    field = sitk.GetArrayFromImage(result.displacement)[index]  # (rows, cols, 3) mm
+    rows, cols = np.meshgrid(np.arange(field.shape[0]), np.arange(field.shape[1]), indexing="ij")
+    points = plane.index_to_point(np.stack([cols, rows, np.zeros_like(rows)], -1)) + field
+    source = cine_plane.point_to_index(points)[..., :2]
+    lines = np.zeros(rows.shape, bool)
+    for axis in (0, 1):
+        v = source[..., axis]
+        offset = np.abs((v + GRID_STEP_PX / 2) % GRID_STEP_PX - GRID_STEP_PX / 2)
+        slope = np.hypot(*np.gradient(v))  # cine pixels per LGE pixel: keeps lines one pixel wide where the warp stretches
+        lines |= offset < 0.5 * np.maximum(slope, 1e-3)
+    out = (background * 0.5).astype(np.uint8)
+    out[lines] = (255, 220, 0)
+    return out
+
+
+def slice_dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def reference_table(result: CardiacResult, reference: sitk.Image) -> str:
+    truth = sitk.GetArrayFromImage(reference)
+    spacing = reference.GetSpacing()[::-1]
+    rows = []
+    for name in ("fused LGE", "LGE", "cine aligned to LGE"):
+        if name in result.masks:
+            found = sitk.GetArrayFromImage(result.masks[name])
+            scores, distances = dice(found, truth, CARDIAC_MYO_LV.values), surface_distances(found, truth, CARDIAC_MYO_LV.values, spacing)
+            rows.append([name, *(scores[v] for v in CARDIAC_MYO_LV.values), *(distances[v]["hd95"] for v in CARDIAC_MYO_LV.values)])
+    header = ["mask", *(f"Dice {n}" for n in CARDIAC_MYO_LV.names), *(f"HD95 {n} (mm)" for n in CARDIAC_MYO_LV.names)]
+    return "<h2>Against the reference</h2>" + table(header, rows)
+
+
+def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, cine: sitk.Image | None = None,
+                   reference: sitk.Image | None = None, title: str = "MultiModalSeg QA") -> tuple[str, list[int]]:
+    """The QA page, and the flagged slice indices (LGE-only and fused masks disagree)."""
+    colours = label_colours(card)
+    stack = result.stack
+    warp = displacement_transform(result) if result.displacement is not None else None
+    cine_float = sitk.Cast(cine, sitk.sitkFloat32) if cine is not None else None
+    sections, flagged = [], []
+    if reference is not None:
+        sections.append(reference_table(result, reference))
+    slices = []
+    for i, sample in enumerate(stack.slices):
+        plane = sample.grids["LGE"]
+        lge_rgb = grey(stack.images["LGE"][i])
+        panels = []
+        if "cine" in stack.images and sample.paired:
+            panels.append(figure(grey(stack.images["cine"][i]), "cine (nearest slice)"))
+        panels.append(figure(lge_rgb, "LGE"))
+        single = on_plane(result.masks["LGE"], plane, label=True)
+        note = ""
+        if "fused LGE" in result.masks and sample.paired:
+            fused = on_plane(result.masks["fused LGE"], plane, label=True)
+            agreement = slice_dice(single, fused)
+            panels.append(figure(contours(lge_rgb, fused, colours), "LGE + fused mask"))
+            if agreement < DISAGREEMENT_FLAG:
+                flagged.append(i)
+                note = f' <span class="flag">LGE-only and fused masks disagree (Dice {agreement:.2f}): look at this slice</span>'
+        panels.append(figure(contours(lge_rgb, single, colours), "LGE + LGE-only mask"))
+        if warp is not None and sample.paired:
+            warped = on_plane(cine_float, plane, label=False, transform=warp)
+            panels.append(figure(fusion(stack.images["LGE"][i], warped), "cine warped by the TPS (green) over the LGE (magenta)"))
+            panels.append(figure(deformation_grid(result, i, lge_rgb), "TPS deformation grid"))
+        slices.append(f'<div class="slice"><h3>LGE slice {i}{note}</h3>{"".join(panels)}</div>')
+    summary = f"<p>{len(stack.slices)} LGE slices, {int(stack.paired.sum())} paired with a cine slice. Model {html.escape(card.id)} {html.escape(card.version)}.</p>"
+    if flagged:
+        summary += f'<p class="flag">Flagged slices: {", ".join(map(str, flagged))}</p>'
+    sections = [summary, *sections, anatomy_montage(result), "<h2>Slices</h2>", *slices]
+    return page(title, sections), flagged
+
+
+def anatomy_montage(result: CardiacResult) -> str:
+    """The 8 binary anatomy channels of the middle LGE (and cine) slice."""
+    middle = len(result.stack.slices) // 2
+    rows = []
+    for modality, anatomy in result.anatomy.items():
+        plane = result.stack.slices[middle].grids[modality]
+        channels = on_plane(anatomy, plane, label=True)
+        panels = [figure(grey((channels == c + 1).astype(float)), f"{modality} channel {c + 1}") for c in range(ANATOMY_CHANNELS)]
+        rows.append(f"<div>{''.join(panels)}</div>")
+    return f"<h2>Anatomy factors (slice {middle})</h2>" + "".join(rows)
+
+
+# --- abdominal ----------------------------------------------------------------------------------
+
+VIEW_SPACING_MM = 1.5
+
+
+def orthogonal_views(image: sitk.Image, labels: sitk.Image, colours: Colours) -> list[tuple[str, np.ndarray]]:
+    """Axial, coronal and sagittal views through the organs' centre, in radiological display convention."""
+    grid = Grid.of(image).axis_aligned(VIEW_SPACING_MM)  # axes run to patient left, posterior, superior
+    volume = sitk.GetArrayFromImage(resample(image, grid, default=float(np.min(sitk.GetArrayViewFromImage(image)))))
+    organs = sitk.GetArrayFromImage(resample(labels, grid, label=True))
+    centre = np.argwhere(organs > 0).mean(axis=0).astype(int) if organs.any() else np.array(organs.shape) // 2
+    z, y, x = centre
+    views = [
+        ("axial", volume[z], organs[z]),  # patient right on the left, anterior at the top
+        ("coronal", volume[::-1, y], organs[::-1, y]),  # superior at the top
+        ("sagittal", volume[::-1, :, x], organs[::-1, :, x]),  # anterior on the left
+    ]
+    return [(name, contours(grey(v), o, colours)) for name, v, o in views]
+
+
+def abdominal_report(result: AbdominalResult, card: ModelCard, image: sitk.Image, title: str = "DualStreamSeg QA") -> str:
+    colours = label_colours(card)
+    volumes = table(["organ", "volume (mL)"], [[name, float(ml)] for name, ml in result.volumes_ml.items()])
+    panels = "".join(figure(rgb, name) for name, rgb in orthogonal_views(image, result.labels, colours))
+    summary = (f"<p>Modality {result.modality} ({html.escape(result.modality_from)}). Model {html.escape(card.id)} {html.escape(card.version)}, "
+               f"stream {result.modality}.</p>")
+    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Orthogonal views</h2>", panels])

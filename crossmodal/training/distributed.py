@@ -1,0 +1,78 @@
+"""Data-parallel training on PyTorch's own engine: ``torchrun --nproc_per_node=N -m crossmodal train ...``.
+
+Each process holds one replica (one GPU each with NCCL, or CPU processes with gloo), draws its own
+batches (seed + rank), and DistributedDataParallel averages the gradients, so N processes train with
+N times the batch. Outside torchrun (no ``WORLD_SIZE`` > 1) every function here is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+REPLICATED = ("network", "discriminator")
+"""Attributes of a trainable method that are modules to replicate (those it has)."""
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def session(device: torch.device) -> Iterator[tuple[int, torch.device]]:
+    """(rank, this process's device); joins the process group when started by torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield 0, device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield dist.get_rank(), device
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every process if it is true on any (so that all of them stop at the same step)."""
+    if not active():
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def wrap(method: object) -> None:
+    """Replace the method's modules by DDP replicas (parameters are broadcast from rank 0 here)."""
+    if not active():
+        return
+    for name in REPLICATED:
+        module = getattr(method, name, None)
+        if isinstance(module, nn.Module) and not isinstance(module, DistributedDataParallel):
+            # Per-stream layers sit out every other step, so unused parameters are expected;
+            # BatchNorm statistics stay per process (rank 0's are saved).
+            setattr(method, name, DistributedDataParallel(module, find_unused_parameters=True, broadcast_buffers=False))
+
+
+def unwrap(method: object) -> None:
+    for name in REPLICATED:
+        module = getattr(method, name, None)
+        if isinstance(module, DistributedDataParallel):
+            setattr(method, name, module.module)
+
+
+def bare(module: nn.Module) -> nn.Module:
+    """The module itself, whether or not it is wrapped for DDP."""
+    return module.module if isinstance(module, DistributedDataParallel) else module

@@ -1,0 +1,248 @@
+"""Training recipes: a JSON config plus dataset folders become a training job, and its result a model bundle.
+
+A config names the architecture and whatever differs from the defaults below, e.g.::
+
+    {"architecture": "MMSDNet", "id": "my-mmsdnet", "steps": 2000, "lge_fraction": 0.5,
+     "data": {"mscmrseg": "/data/MS-CMRSeg"}}
+
+    {"architecture": "DualStreamFCN", "id": "my-v4", "variant": "V4",
+     "data": {"CT": "/data/Dataset001_CT", "MR": "/data/Dataset002_MR"}}
+
+Unknown keys are refused (a typo would otherwise be silently ignored). The bundled models' own recipes
+are in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from crossmodal.abdominal import MODALITIES, SPACING_MM, labels_on_source, predict_probabilities, prepare_volume
+from crossmodal.bundles import ModelCard
+from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
+from crossmodal.errors import InputError
+from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
+from crossmodal.metrics import dice
+from crossmodal.nets.mmsdnet import MMSDNetConfig
+from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
+from crossmodal.pairing import PairingConfig
+from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
+from crossmodal.training.cardiac_data import CardiacPatient, balanced_batches, build_samples, load_patient
+from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
+from crossmodal.training.methods import MMSDNetMethod
+from crossmodal.training.trainer import Schedule, Trainable, TrainingResult
+
+Progress = Callable[[str, int, int], None]
+ORGANS = {label.value: label.name for label in ABDOMEN.labels}
+
+
+@dataclass
+class Job:
+    """Everything :func:`crossmodal.training.trainer.train` needs, and how to describe the result."""
+
+    trainable: Trainable
+    network: torch.nn.Module
+    """What the bundle stores."""
+    batches: Callable[[torch.Generator], Any]
+    schedule: Schedule
+    validate: Callable[[Trainable], float] | None
+    card: Callable[[TrainingResult], ModelCard]
+    """The bundle's card, from the finished training (validation scores are computed here)."""
+
+
+@dataclass
+class Recipe:
+    """Fields every recipe has."""
+
+    id: str = "model"
+    version: str = "1.0.0"
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    validate_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    data: dict = field(default_factory=dict)
+
+    architecture = ""
+
+    def prepare(self, device: torch.device, progress: Progress) -> Job:
+        raise NotImplementedError
+
+    def data_folder(self, key: str) -> Path:
+        if key not in self.data:
+            raise InputError("config", f"needs data folder {key!r} (in the config's \"data\" or on the command line)")
+        folder = Path(self.data[key])
+        if not folder.is_dir():
+            raise InputError(folder, f"data folder for {key!r} does not exist")
+        return folder
+
+    def training_record(self, result: TrainingResult, device: torch.device) -> dict:
+        return {"recipe": {"architecture": self.architecture, **asdict(self)}, "best_step": result.best_step,
+                "steps": result.last_step, "seconds": round(result.seconds), "device": str(device), "torch": torch.__version__}
+
+
+@dataclass
+class MMSDNetRecipe(Recipe):
+    """MMSDNet on MS-CMRSeg-layout paired cine + LGE; ``validation`` fully labelled patients choose the checkpoint."""
+
+    size: int = 96
+    spacing_mm: float = 2.0
+    filters: int = 16
+    lge_fraction: float = 1.0
+    """Share of the labelled training patients whose LGE masks are used (semi-supervised below 1)."""
+    validation: list[int] = field(default_factory=lambda: [8, 33])
+
+    architecture = "MMSDNet"
+
+    def prepare(self, device: torch.device, progress: Progress) -> Job:
+        folder = self.data_folder("mscmrseg")
+        cases = [c for c in discover_mscmrseg(folder) if c.is_pair and c.has_mask("C0")]
+        if not cases:
+            raise InputError(folder, "holds no paired cine + LGE patients with cine masks (MS-CMRSeg layout)")
+        pairing = PairingConfig(spacing_mm=self.spacing_mm, size=self.size)
+        patients: dict[int, CardiacPatient] = {}
+        for i, case in enumerate(cases, 1):
+            patients[case.patient] = load_patient(case, pairing)
+            progress("loading", i, len(cases))
+        missing = [p for p in self.validation if p not in patients or patients[p].lge_mask is None]
+        if missing:
+            raise InputError(folder, f"validation patient(s) {missing} are not fully labelled pairs there")
+        training = [p for p in patients if p not in self.validation]
+        labelled = sorted(p for p in training if patients[p].lge_mask is not None)
+        lge_labelled = set(labelled[: round(self.lge_fraction * len(labelled))])
+        samples = build_samples([patients[p] for p in training], lge_labelled)
+        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters), device, learning_rate=self.learning_rate)
+        validation = [patients[p] for p in self.validation]
+
+        def validate(m: MMSDNetMethod) -> float:
+            return float(np.mean([score_common_grid(p, predict_patient(m, p)["MMSDNet-multi"]) for p in validation])) if validation else 0.0
+
+        def card(result: TrainingResult) -> ModelCard:
+            native = {str(p.patient): {name: score_native(p, probs)["volume"] for name, probs in predict_patient(method, p).items()} for p in validation}
+            return ModelCard(
+                id=self.id, version=self.version, architecture="MMSDNet", hyperparameters=method.config.as_dict(), modalities=["cine", "LGE"],
+                preprocessing={"size": self.size, "spacing_mm": self.spacing_mm,
+                               "normalisation": "percentile 0.5-99.5 to 0..1, per slice", "pairing": "nearest cine slice per LGE slice"},
+                labels=ModelCard.label_entries(CARDIAC_MYO_LV),
+                training={"data": str(folder), "patients": sorted(training), "lge_labelled": sorted(lge_labelled), **self.training_record(result, device)},
+                validation={"patients": self.validation, "dice_native_lge": native},
+            )
+
+        return Job(method, method.network, balanced_batches(samples, method.usable(samples), self.batch_size, method.name),
+                   Schedule(self.steps, self.validate_every), validate if validation else None, card)
+
+
+@dataclass
+class Subject:
+    case_id: str
+    modality: str
+    prepared: Any
+    """:class:`crossmodal.abdominal.PreparedVolume` with labels."""
+    reference: np.ndarray
+    """Manual labels on the subject's own grid."""
+
+
+def load_subjects(folder: Path, modality: str, progress: Progress | None = None) -> list[Subject]:
+    """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN."""
+    dataset = read_nnunet_dataset(folder)
+    subjects = []
+    for i, case in enumerate(dataset.cases, 1):
+        image, labels = sitk.ReadImage(str(case.images[0])), dataset.read_label(case)
+        prepared = prepare_volume(image, modality, labels, source=str(case.images[0]))
+        subjects.append(Subject(case.case_id, modality, prepared, sitk.GetArrayFromImage(labels)))
+        if progress:
+            progress(f"loading {modality}", i, len(dataset.cases))
+    return subjects
+
+
+def subject_dice(network: torch.nn.Module, subject: Subject, device: torch.device) -> dict[str, float]:
+    """Dice per organ of the network's prediction for ``subject``, on the subject's own grid."""
+    probabilities = predict_probabilities(network, network.config.streams.index(subject.modality), subject.prepared, device=device)
+    found = sitk.GetArrayFromImage(labels_on_source(subject.prepared, probabilities))
+    return {ORGANS[k]: v for k, v in dice(found, subject.reference, list(ORGANS)).items()}
+
+
+@dataclass
+class DualStreamRecipe(Recipe):
+    """A dual-stream FCN variant on nnU-Net-layout CT and MR; ``validation`` subjects per modality choose the checkpoint."""
+
+    variant: str = "V4"
+    filters: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    units_per_scale: int = 1
+    patch: int = 48
+    batch_size: int = 2
+    validate_every: int = 250
+    validation: dict = field(default_factory=lambda: {"CT": 1, "MR": 3})
+
+    architecture = "DualStreamFCN"
+
+    def prepare(self, device: torch.device, progress: Progress) -> Job:
+        if self.variant not in VARIANTS:
+            raise InputError("config", f"variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
+        given = [m for m in MODALITIES if m in self.data]
+        if not given:
+            raise InputError("config", 'needs a CT or an MR data folder (in the config\'s "data" or --ct/--mr)')
+        subjects = {m: load_subjects(self.data_folder(m), m, progress) for m in given}
+        held, training = [], {}
+        for m, found in subjects.items():
+            order = np.random.default_rng(self.seed).permutation(len(found))
+            count = min(int(self.validation.get(m, 0)), len(found) - 1)
+            held += [found[i] for i in order[:count]]
+            training[m] = [found[i] for i in order[count:]]
+        config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
+        trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate)
+        samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes) for m, v in training.items()}
+
+        def validate(method: DualStreamTrainer) -> float:
+            return float(np.mean([np.mean(list(subject_dice(method.module, s, device).values())) for s in held]))
+
+        def card(result: TrainingResult) -> ModelCard:
+            scores = {s.case_id: subject_dice(trainer.network, s, device) for s in held}
+            average = {m: float(np.mean([np.mean(list(scores[s.case_id].values())) for s in held if s.modality == m])) for m in {s.modality for s in held}}
+            return ModelCard(
+                id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
+                preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view", "crop": "Otsu body mask + 10 mm",
+                               "normalisation": {"CT": "clip below -1000 HU, z-score in the body", "MR": "z-score in the body"},
+                               "stream_of_modality": {m: i for i, m in enumerate(config.streams)}},
+                labels=ModelCard.label_entries(ABDOMEN),
+                training={"data": {m: str(self.data[m]) for m in given}, "subjects": {m: [s.case_id for s in v] for m, v in training.items()},
+                          **self.training_record(result, device)},
+                validation={"subjects": {s.case_id: s.modality for s in held}, "dice_native": scores, "average": average},
+            )
+
+        return Job(trainer, trainer.network, alternating_batches(samplers, self.batch_size), Schedule(self.steps, self.validate_every),
+                   validate if held else None, card)
+
+
+RECIPES: dict[str, type[Recipe]] = {"MMSDNet": MMSDNetRecipe, "DualStreamFCN": DualStreamRecipe}
+
+
+def read_recipe(path: Path, data: dict[str, str] | None = None, **overrides: Any) -> Recipe:
+    """The recipe a JSON config describes; ``data`` folders and non-``None`` ``overrides`` replace the config's."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config file does not exist")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"is not valid JSON ({error})") from None
+    architecture = config.pop("architecture", None)
+    if architecture not in RECIPES:
+        raise InputError(path, f"\"architecture\" must be one of {', '.join(RECIPES)}, not {architecture!r}")
+    kind = RECIPES[architecture]
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise InputError(path, f"has unknown key(s) {unknown} for {architecture}; known: {', '.join(sorted(known))}")
+    config["data"] = {**config.get("data", {}), **(data or {})}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return kind(**config)
+
