@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from crossmodal.cli import main as crossmodal
 from crossmodal.phantoms import write_mscmrseg_phantoms as write_phantom_mscmrseg
-from crossmodal.phantoms import write_nnunet_phantoms as write_phantom_nnunet  # noqa: F401 - used by test modules
+from crossmodal.phantoms import write_nnunet_phantoms as write_phantom_nnunet
 
 SHARED_DATA = Path(os.environ.get("CROSSMODAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 """Real data: ../shared/data beside the project, or the folder named by CROSSMODAL_SHARED_DATA."""
@@ -59,3 +61,35 @@ def oblique() -> sitk.Image:
 def phantom_mscmrseg(tmp_path_factory) -> Path:
     """Seven labelled and two cine-only-labelled synthetic patients (enough for three folds)."""
     return write_phantom_mscmrseg(tmp_path_factory.mktemp("phantom_mscmrseg"), labelled=7, unlabelled=2)
+
+
+TINY_MMSDNET = {"architecture": "MMSDNet", "id": "tiny-mmsdnet", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
+                "batch_size": 4, "validate_every": 2, "checkpoint_every": 2, "validation": [1]}
+TINY_DUALSTREAM = {"architecture": "DualStreamFCN", "id": "tiny-v4", "filters": [2, 4, 4, 8, 8], "patch": 16, "batch_size": 1,
+                   "steps": 2, "validate_every": 2, "checkpoint_every": 2, "validation": {"CT": 1, "MR": 1}}
+
+
+def write_config(folder: Path, recipe: dict, **changes) -> Path:
+    path = folder / f"{recipe['id']}{''.join(f'-{k}' for k in changes)}.json"
+    path.write_text(json.dumps({**recipe, **changes}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, phantom_mscmrseg) -> dict[str, Path]:
+    """A tiny MMSDNet and a tiny dual-stream V4, trained through `crossmodal train` into a user models folder."""
+    folder = tmp_path_factory.mktemp("models")
+    ct = write_phantom_nnunet(folder / "ct", "CT", 2)
+    mr = write_phantom_nnunet(folder / "mr", "MR", 2)
+    cardiac = crossmodal(["train", "--config", str(write_config(folder, TINY_MMSDNET)), "--data", str(phantom_mscmrseg),
+                    "--out", str(folder / "user" / "tiny-mmsdnet"), "--events", "jsonl", "--device", "cpu"])
+    abdominal = crossmodal(["train", "--config", str(write_config(folder, TINY_DUALSTREAM)), "--ct", str(ct), "--mr", str(mr),
+                      "--out", str(folder / "user" / "tiny-v4"), "--events", "jsonl"])
+    assert cardiac == abdominal == 0
+    return {"user": folder / "user", "cardiac": folder / "user" / "tiny-mmsdnet", "abdominal": folder / "user" / "tiny-v4"}
+
+
+@pytest.fixture
+def catalog(models, monkeypatch):
+    monkeypatch.setenv("CROSSMODAL_MODELS", str(models["user"]))
+    return models

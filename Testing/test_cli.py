@@ -11,19 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import TINY_MMSDNET, write_config
 
 from crossmodal.cli import EXIT_INPUT_ERROR, main
 from crossmodal.geometry import Grid
 from crossmodal.image_io import write_image
-from crossmodal.phantoms import abdominal_volume, cardiac_pair, write_nnunet_phantoms
+from crossmodal.phantoms import abdominal_volume, cardiac_pair
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MMSDNET = {"architecture": "MMSDNet", "id": "tiny-mmsdnet", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
-                "batch_size": 4, "validate_every": 2, "checkpoint_every": 2, "validation": [1]}
-TINY_DUALSTREAM = {"architecture": "DualStreamFCN", "id": "tiny-v4", "filters": [2, 4, 4, 8, 8], "patch": 16, "batch_size": 1,
-                   "steps": 2, "validate_every": 2, "checkpoint_every": 2, "validation": {"CT": 1, "MR": 1}}
-
-
 def assert_same_grid(written: sitk.Image, reference: sitk.Image, name: str = "") -> None:
     """Equal up to NIfTI's single-precision header (its quaternion rounds directions at ~1e-8)."""
     a, b = Grid.of(written), Grid.of(reference)
@@ -34,32 +29,6 @@ def assert_same_grid(written: sitk.Image, reference: sitk.Image, name: str = "")
 
 def events_of(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-
-
-def write_config(folder: Path, recipe: dict, **changes) -> Path:
-    path = folder / f"{recipe['id']}{''.join(f'-{k}' for k in changes)}.json"
-    path.write_text(json.dumps({**recipe, **changes}))
-    return path
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, phantom_mscmrseg) -> dict[str, Path]:
-    """A tiny MMSDNet and a tiny dual-stream V4, trained through `crossmodal train` into a user models folder."""
-    folder = tmp_path_factory.mktemp("models")
-    ct = write_nnunet_phantoms(folder / "ct", "CT", 2)
-    mr = write_nnunet_phantoms(folder / "mr", "MR", 2)
-    cardiac = main(["train", "--config", str(write_config(folder, TINY_MMSDNET)), "--data", str(phantom_mscmrseg),
-                    "--out", str(folder / "user" / "tiny-mmsdnet"), "--events", "jsonl", "--device", "cpu"])
-    abdominal = main(["train", "--config", str(write_config(folder, TINY_DUALSTREAM)), "--ct", str(ct), "--mr", str(mr),
-                      "--out", str(folder / "user" / "tiny-v4"), "--events", "jsonl"])
-    assert cardiac == abdominal == 0
-    return {"user": folder / "user", "cardiac": folder / "user" / "tiny-mmsdnet", "abdominal": folder / "user" / "tiny-v4"}
-
-
-@pytest.fixture
-def catalog(models, monkeypatch):
-    monkeypatch.setenv("CROSSMODAL_MODELS", str(models["user"]))
-    return models
 
 
 @pytest.fixture(scope="module")

@@ -137,16 +137,37 @@ def slice_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
-def reference_table(result: CardiacResult, reference: sitk.Image) -> str:
+def slice_agreement(result: CardiacResult) -> list[float | None]:
+    """Per LGE slice: Dice of the LGE-only and fused foregrounds (None where no cine slice was paired)."""
+    if "fused LGE" not in result.masks:
+        return [None] * len(result.stack.slices)
+    return [slice_dice(on_plane(result.masks["LGE"], s.grids["LGE"], label=True), on_plane(result.masks["fused LGE"], s.grids["LGE"], label=True))
+            if s.paired else None for s in result.stack.slices]
+
+
+def disagreeing_slices(agreement: list[float | None]) -> list[int]:
+    return [i for i, a in enumerate(agreement) if a is not None and a < DISAGREEMENT_FLAG]
+
+
+def reference_scores(result: CardiacResult, reference: sitk.Image) -> dict[str, dict[str, dict[str, float]]]:
+    """Per LGE-grid mask (and the cine mask copied onto the LGE without alignment): Dice and HD95 per structure."""
     truth = sitk.GetArrayFromImage(reference)
-    spacing = reference.GetSpacing()[::-1]
-    rows = []
-    for name in ("fused LGE", "LGE", "cine aligned to LGE"):
-        if name in result.masks:
-            found = sitk.GetArrayFromImage(result.masks[name])
-            scores, distances = dice(found, truth, CARDIAC_MYO_LV.values), surface_distances(found, truth, CARDIAC_MYO_LV.values, spacing)
-            rows.append([name, *(scores[v] for v in CARDIAC_MYO_LV.values), *(distances[v]["hd95"] for v in CARDIAC_MYO_LV.values)])
-    header = ["mask", *(f"Dice {n}" for n in CARDIAC_MYO_LV.names), *(f"HD95 {n} (mm)" for n in CARDIAC_MYO_LV.names)]
+    masks = {name: result.masks[name] for name in ("fused LGE", "LGE", "cine aligned to LGE") if name in result.masks}
+    if "cine" in result.masks:
+        masks["cine copied to LGE"] = resample(result.masks["cine"], Grid.of(reference), label=True)
+    scores = {}
+    for name, mask in masks.items():
+        found = sitk.GetArrayFromImage(resample(mask, Grid.of(reference), label=True))
+        overlap = dice(found, truth, CARDIAC_MYO_LV.values)
+        distance = surface_distances(found, truth, CARDIAC_MYO_LV.values, reference.GetSpacing()[::-1])
+        scores[name] = {label.name: {"dice": overlap[label.value], "hd95_mm": distance[label.value]["hd95"]} for label in CARDIAC_MYO_LV.labels}
+    return scores
+
+
+def reference_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
+    names = CARDIAC_MYO_LV.names
+    rows = [[mask, *(by[n]["dice"] for n in names), *(by[n]["hd95_mm"] for n in names)] for mask, by in scores.items()]
+    header = ["mask", *(f"Dice {n}" for n in names), *(f"HD95 {n} (mm)" for n in names)]
     return "<h2>Against the reference</h2>" + table(header, rows)
 
 
@@ -157,9 +178,9 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
     stack = result.stack
     warp = displacement_transform(result) if result.displacement is not None else None
     cine_float = sitk.Cast(cine, sitk.sitkFloat32) if cine is not None else None
-    sections, flagged = [], []
-    if reference is not None:
-        sections.append(reference_table(result, reference))
+    sections = [reference_table(reference_scores(result, reference))] if reference is not None else []
+    agreement = slice_agreement(result)
+    flagged = disagreeing_slices(agreement)
     slices = []
     for i, sample in enumerate(stack.slices):
         plane = sample.grids["LGE"]
@@ -170,13 +191,10 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
         panels.append(figure(lge_rgb, "LGE"))
         single = on_plane(result.masks["LGE"], plane, label=True)
         note = ""
-        if "fused LGE" in result.masks and sample.paired:
-            fused = on_plane(result.masks["fused LGE"], plane, label=True)
-            agreement = slice_dice(single, fused)
-            panels.append(figure(contours(lge_rgb, fused, colours), "LGE + fused mask"))
-            if agreement < DISAGREEMENT_FLAG:
-                flagged.append(i)
-                note = f' <span class="flag">LGE-only and fused masks disagree (Dice {agreement:.2f}): look at this slice</span>'
+        if agreement[i] is not None:
+            panels.append(figure(contours(lge_rgb, on_plane(result.masks["fused LGE"], plane, label=True), colours), "LGE + fused mask"))
+            if i in flagged:
+                note = f' <span class="flag">LGE-only and fused masks disagree (Dice {agreement[i]:.2f}): look at this slice</span>'
         panels.append(figure(contours(lge_rgb, single, colours), "LGE + LGE-only mask"))
         if warp is not None and sample.paired:
             warped = on_plane(cine_float, plane, label=False, transform=warp)

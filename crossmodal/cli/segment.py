@@ -19,7 +19,7 @@ from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, read_cine_frame, read_image, write_image
-from crossmodal.report import abdominal_report, cardiac_report
+from crossmodal.report import abdominal_report, cardiac_report, disagreeing_slices, reference_scores, slice_agreement
 
 
 @dataclass
@@ -50,7 +50,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     cardiac.add_argument("--lge", type=Path, help="LGE volume (NIfTI, NRRD, MHA or a DICOM folder)")
     cardiac.add_argument("--cine", type=Path, help="cine volume: one 3-D frame, or a 4-D cine with --cine-frame")
     cardiac.add_argument("--cine-frame", type=int, default=0, help="frame of a 4-D cine (default 0, end-diastole in MS-CMRSeg)")
-    cardiac.add_argument("--reference", type=Path, help="reference LGE mask (200 myocardium, 500 LV) for Dice in the report")
+    cardiac.add_argument("--reference", type=Path, help="reference LGE mask (200 myocardium, 500 LV): Dice and HD95 in the result and the report")
     abdominal = parser.add_argument_group("abdominal CT or MR (dual-stream FCN)")
     abdominal.add_argument("--image", type=Path, help="CT or MR volume")
     abdominal.add_argument("--modality", choices=MODALITIES, help="the volume's modality (default: from DICOM tags or intensities)")
@@ -145,6 +145,12 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
         if result.displacement is not None:
             files["tps_lge_to_cine.h5"] = displacement_transform(result)
         summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}
+        if "LGE" in segmentation.images:
+            agreement = slice_agreement(result)
+            summary["slice_agreement"] = agreement
+            summary["disagreeing_slices"] = disagreeing_slices(agreement)
+        if reference is not None:
+            summary["dice"] = reference_scores(result, reference)
     else:
         files["organs.nii.gz"] = result.labels
         summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)

@@ -1,0 +1,72 @@
+"""DualStreamSeg logic (MRML, no Qt): a CT or MR volume through the dual-stream FCN in a child process.
+
+Outputs, tagged as this module's for the input volume (re-running replaces them, and nothing else):
+a segmentation node with liver, right kidney, left kidney and spleen (named, coloured, standard
+terminology) on the input's own grid, and a table of organ volumes in mL.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from crossmodal import module_logic, mrml
+from crossmodal.abdominal import MODALITIES
+from crossmodal.abdominal_inference import guess_modality
+from crossmodal.errors import InputError
+from crossmodal.image_io import read_image
+from crossmodal.jobs import ChildJob
+from crossmodal.labels import ABDOMEN
+
+MODULE = "DualStreamSeg"
+
+
+@dataclass
+class AbdominalRun:
+    job: ChildJob
+    folder: Path
+    volume: object
+
+
+@dataclass
+class AbdominalOutputs:
+    segmentation: object
+    volumes_table: object
+    modality: str
+
+
+class DualStreamSegLogic:
+    @staticmethod
+    def guess_modality(volume) -> str:
+        """CT or MR, from the intensities (the panel may override it, e.g. from the DICOM Modality tag)."""
+        return guess_modality(mrml.volume_node_to_image(volume))[0]
+
+    def segment(self, volume, *, modality: str | None = None, model: str | None = None, device: str = "auto", python: str | None = None) -> AbdominalRun:
+        if volume is None:
+            raise InputError("volume", "no CT or MR volume is selected")
+        if modality is not None and modality not in MODALITIES:
+            raise InputError("modality", f"must be one of {', '.join(MODALITIES)}")
+        folder = module_logic.work_folder("dualstreamseg")
+        paths = module_logic.export_inputs({"image": volume}, folder)
+        arguments = ["segment", "--image", str(paths["image"]), "--out", str(folder / "out")]
+        arguments += ["--modality", modality] if modality else []
+        arguments += ["--model", model] if model else []
+        return AbdominalRun(module_logic.start(arguments, python, device), folder, volume)
+
+    def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:
+        failure = run.job.failure()
+        if failure is not None or run.job.returncode is None:
+            raise InputError("segmentation", failure or "is still running")
+        result = run.job.last("result")
+        key = module_logic.output_key(MODULE, run.volume)
+        module_logic.remove_outputs(scene, key)
+        name = run.volume.GetName()
+        labels = read_image(Path(result["outputs"]["organs"]))
+        segmentation = module_logic.mark(mrml.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
+        rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
+        table = module_logic.table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
+        return AbdominalOutputs(segmentation, table, result["modality"])
+
+    def discard(self, run: AbdominalRun) -> None:
+        shutil.rmtree(run.folder, ignore_errors=True)

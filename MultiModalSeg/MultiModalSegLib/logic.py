@@ -1,0 +1,124 @@
+"""MultiModalSeg logic (MRML, no Qt): a cine + LGE pair through MMSDNet in a child process, results into the scene.
+
+Outputs, all tagged as this module's for the LGE input (re-running replaces them, and nothing else):
+
+* a segmentation node per output: fused on the LGE, LGE only, cine (myocardium, LV; named, coloured,
+  with standard terminology), each on its input's own grid;
+* the 8 anatomy factors of each modality as binary volumes in a subject-hierarchy folder;
+* the TPS alignment as a transform node, and the cine (a new node sharing nothing with the input)
+  under it, so it shows aligned over the LGE;
+* with a reference mask: a table of Dice and HD95 (fused, LGE only, cine aligned, cine copied);
+* a table of per-slice agreement between the LGE-only and the fused masks, with QA flags.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from crossmodal import module_logic, mrml
+from crossmodal.errors import InputError
+from crossmodal.image_io import read_image
+from crossmodal.jobs import ChildJob
+from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.report import ANATOMY_CHANNELS, DISAGREEMENT_FLAG
+
+MODULE = "MultiModalSeg"
+SEGMENTATIONS = {"seg_fused_lge": "fused (cine + LGE)", "seg_lge": "LGE only", "seg_cine": "cine"}
+"""Output file -> the name suffix of its segmentation node."""
+
+
+@dataclass
+class CardiacRun:
+    """A segmentation running in a child process, and what it was started with."""
+
+    job: ChildJob
+    folder: Path
+    lge: object
+    cine: object | None
+    reference: object | None
+
+
+@dataclass
+class CardiacOutputs:
+    segmentations: dict[str, object] = field(default_factory=dict)
+    anatomy: dict[str, list[object]] = field(default_factory=dict)
+    """Per modality: its 8 channel volumes, in order."""
+    transform: object | None = None
+    aligned_cine: object | None = None
+    dice_table: object | None = None
+    agreement_table: object | None = None
+    flagged_slices: list[int] = field(default_factory=list)
+
+
+class MultiModalSegLogic:
+    def segment(self, lge, cine=None, reference=None, *, model: str | None = None, device: str = "auto", python: str | None = None) -> CardiacRun:
+        """Write the inputs out and start ``crossmodal segment`` on them; returns at once."""
+        if lge is None:
+            raise InputError("LGE", "no LGE volume is selected")
+        folder = module_logic.work_folder("multimodalseg")
+        nodes = {"LGE": lge, **({"cine": cine} if cine is not None else {}), **({"reference": reference} if reference is not None else {})}
+        paths = module_logic.export_inputs(nodes, folder)
+        arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(folder / "out")]
+        if cine is not None:
+            arguments += ["--cine", str(paths["cine"])]
+        if reference is not None:
+            arguments += ["--reference", str(paths["reference"])]
+        if model:
+            arguments += ["--model", model]
+        return CardiacRun(module_logic.start(arguments, python, device), folder, lge, cine, reference)
+
+    def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
+        """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
+        failure = run.job.failure()
+        if failure is not None or run.job.returncode is None:
+            raise InputError("segmentation", failure or "is still running")
+        result = run.job.last("result")
+        files = {name: Path(path) for name, path in result["outputs"].items()}
+        key = module_logic.output_key(MODULE, run.lge)
+        module_logic.remove_outputs(scene, key)
+        module_logic.remove_subject_folders(scene, key)
+        outputs = CardiacOutputs()
+        base = run.lge.GetName()
+        for name, title in SEGMENTATIONS.items():
+            if name in files:
+                node = mrml.labelmap_to_segmentation_node(read_image(files[name]), CARDIAC_MYO_LV, scene, f"{base} MMSDNet {title}")
+                outputs.segmentations[name] = module_logic.mark(node, key)
+        folder = module_logic.subject_folder(scene, f"{base} MMSDNet anatomy factors", key)
+        for modality in ("LGE", "cine"):
+            path = files.get(f"anatomy_{modality.lower()}")
+            if path is not None:
+                labels = read_image(path)
+                channels = []
+                for channel in range(1, ANATOMY_CHANNELS + 1):
+                    binary = sitk.Cast(labels == channel, sitk.sitkUInt8)
+                    node = module_logic.mark(mrml.image_to_volume_node(binary, scene, f"{base} anatomy {modality} {channel}"), key)
+                    module_logic.place_in_folder(scene, node, folder)
+                    channels.append(node)
+                outputs.anatomy[modality] = channels
+        if "tps_lge_to_cine" in files and run.cine is not None:
+            outputs.transform = module_logic.read_transform(files["tps_lge_to_cine"], scene, f"{base} MMSDNet TPS alignment", key)
+            cine = mrml.volume_node_to_image(run.cine)
+            outputs.aligned_cine = module_logic.mark(mrml.image_to_volume_node(cine, scene, f"{run.cine.GetName()} aligned to {base}"), key)
+            outputs.aligned_cine.SetAndObserveTransformNodeID(outputs.transform.GetID())
+        summary = json.loads((run.folder / "out" / "segment.json").read_text())
+        if "dice" in summary:
+            names = CARDIAC_MYO_LV.names
+            rows = [[mask, *(by[n]["dice"] for n in names), *(by[n]["hd95_mm"] for n in names)] for mask, by in summary["dice"].items()]
+            header = ["mask", *(f"Dice {n}" for n in names), *(f"HD95 {n} (mm)" for n in names)]
+            outputs.dice_table = module_logic.table_node(scene, f"{base} MMSDNet Dice", header, rows, key)
+        agreement = summary.get("slice_agreement", [])
+        if any(a is not None for a in agreement):
+            rows = [[str(i), np.nan if a is None else a, float(a is not None and a < DISAGREEMENT_FLAG)] for i, a in enumerate(agreement)]
+            outputs.agreement_table = module_logic.table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
+        outputs.flagged_slices = summary.get("disagreeing_slices", [])
+        return outputs
+
+    def discard(self, run: CardiacRun) -> None:
+        """Remove a run's temporary files (inputs written out, outputs read back)."""
+        shutil.rmtree(run.folder, ignore_errors=True)
