@@ -14,12 +14,16 @@ from pathlib import Path
 from crossmodal import module_logic, mrml
 from crossmodal.abdominal import MODALITIES
 from crossmodal.abdominal_inference import guess_modality
+from crossmodal.catalog import user_models_folder
 from crossmodal.errors import InputError
 from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import ABDOMEN
 
 MODULE = "DualStreamSeg"
+TRAINING_RECIPE = {"architecture": "DualStreamFCN", "filters": [16, 32, 64, 128, 256], "units_per_scale": 1, "patch": 48, "batch_size": 2,
+                   "learning_rate": 1e-3, "validate_every": 250, "checkpoint_every": 250, "validation": {"CT": 1, "MR": 3}}
+"""What a panel training uses besides the user's choices: the bundled model's configuration (configs/dualstream-v4-abdomen.json)."""
 
 
 @dataclass
@@ -67,6 +71,15 @@ class DualStreamSegLogic:
         rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
         table = module_logic.table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
         return AbdominalOutputs(segmentation, table, result["modality"])
+
+    def train(self, *, ct: Path | None, mr: Path | None, model_id: str, variant: str = "V4", steps: int = 3000, resume: bool = False,
+              device: str = "auto", python: str | None = None) -> ChildJob:
+        """Start ``crossmodal train`` of a dual-stream FCN on nnU-Net-layout CT and/or MR folders, into the user models folder."""
+        data = {flag: str(folder) for flag, folder in (("ct", ct), ("mr", mr)) if folder}
+        if not data:
+            raise InputError("training data", "choose a CT folder, an MR folder or both (nnU-Net layout)")
+        recipe = {**TRAINING_RECIPE, "id": model_id, "variant": variant, "steps": int(steps)}
+        return module_logic.start_training(recipe, data, user_models_folder() / model_id, resume=resume, python=python, device=device)
 
     def discard(self, run: AbdominalRun) -> None:
         shutil.rmtree(run.folder, ignore_errors=True)

@@ -4,7 +4,7 @@ Outputs, all tagged as this module's for the LGE input (re-running replaces them
 
 * a segmentation node per output: fused on the LGE, LGE only, cine (myocardium, LV; named, coloured,
   with standard terminology), each on its input's own grid;
-* the 8 anatomy factors of each modality as binary volumes in a subject-hierarchy folder;
+* the 8 anatomy factors of each modality as binary labelmap volumes in a subject-hierarchy folder;
 * the TPS alignment as a transform node, and the cine (a new node sharing nothing with the input)
   under it, so it shows aligned over the LGE;
 * with a reference mask: a table of Dice and HD95 (fused, LGE only, cine aligned, cine copied);
@@ -22,13 +22,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from crossmodal import module_logic, mrml
+from crossmodal.catalog import user_models_folder
+from crossmodal.datasets import discover_mscmrseg
 from crossmodal.errors import InputError
-from crossmodal.image_io import read_image
+from crossmodal.image_io import read_image, write_image
 from crossmodal.jobs import ChildJob
-from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 from crossmodal.report import ANATOMY_CHANNELS, DISAGREEMENT_FLAG
 
 MODULE = "MultiModalSeg"
+TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
+                   "validate_every": 50, "checkpoint_every": 100}
+"""What a panel training uses besides the user's choices: the bundled model's configuration (configs/mmsdnet-mscmrseg.json)."""
 SEGMENTATIONS = {"seg_fused_lge": "fused (cine + LGE)", "seg_lge": "LGE only", "seg_cine": "cine"}
 """Output file -> the name suffix of its segmentation node."""
 
@@ -56,14 +61,22 @@ class CardiacOutputs:
     flagged_slices: list[int] = field(default_factory=list)
 
 
+def reference_labels(reference, lge) -> sitk.Image:
+    """A reference (labelmap volume, or segmentation with myocardium / LV / RV segments) as MS-CMRSeg values on the LGE grid."""
+    if reference.IsA("vtkMRMLSegmentationNode"):
+        return mrml.segmentation_node_to_labelmap(reference, MSCMRSEG, mrml.volume_node_to_image(lge))
+    return mrml.volume_node_to_image(reference)
+
+
 class MultiModalSegLogic:
     def segment(self, lge, cine=None, reference=None, *, model: str | None = None, device: str = "auto", python: str | None = None) -> CardiacRun:
         """Write the inputs out and start ``crossmodal segment`` on them; returns at once."""
         if lge is None:
             raise InputError("LGE", "no LGE volume is selected")
         folder = module_logic.work_folder("multimodalseg")
-        nodes = {"LGE": lge, **({"cine": cine} if cine is not None else {}), **({"reference": reference} if reference is not None else {})}
-        paths = module_logic.export_inputs(nodes, folder)
+        paths = module_logic.export_inputs({"LGE": lge, **({"cine": cine} if cine is not None else {})}, folder)
+        if reference is not None:
+            paths["reference"] = write_image(reference_labels(reference, lge), folder / "reference.nrrd")
         arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(folder / "out")]
         if cine is not None:
             arguments += ["--cine", str(paths["cine"])]
@@ -97,7 +110,7 @@ class MultiModalSegLogic:
                 channels = []
                 for channel in range(1, ANATOMY_CHANNELS + 1):
                     binary = sitk.Cast(labels == channel, sitk.sitkUInt8)
-                    node = module_logic.mark(mrml.image_to_volume_node(binary, scene, f"{base} anatomy {modality} {channel}"), key)
+                    node = module_logic.mark(mrml.image_to_volume_node(binary, scene, f"{base} anatomy {modality} {channel}", labelmap=True), key)
                     module_logic.place_in_folder(scene, node, folder)
                     channels.append(node)
                 outputs.anatomy[modality] = channels
@@ -118,6 +131,18 @@ class MultiModalSegLogic:
             outputs.agreement_table = module_logic.table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
         outputs.flagged_slices = summary.get("disagreeing_slices", [])
         return outputs
+
+    def train(self, data: Path, *, model_id: str, lge_fraction: float = 1.0, steps: int = 1500, resume: bool = False,
+              device: str = "auto", python: str | None = None) -> ChildJob:
+        """Start ``crossmodal train`` of an MMSDNet on an MS-CMRSeg-layout folder, into the user models folder.
+
+        The last two fully labelled pairs of the folder validate (checkpoint choice); the rest train.
+        """
+        labelled = sorted(c.patient for c in discover_mscmrseg(data) if c.is_pair and c.has_mask("DE") and c.has_mask("C0"))
+        if len(labelled) < 3:
+            raise InputError(data, f"holds {len(labelled)} fully labelled cine + LGE pairs; training needs at least 3 (2 validate)")
+        recipe = {**TRAINING_RECIPE, "id": model_id, "steps": int(steps), "lge_fraction": float(lge_fraction), "validation": labelled[-2:]}
+        return module_logic.start_training(recipe, {"data": str(data)}, user_models_folder() / model_id, resume=resume, python=python, device=device)
 
     def discard(self, run: CardiacRun) -> None:
         """Remove a run's temporary files (inputs written out, outputs read back)."""

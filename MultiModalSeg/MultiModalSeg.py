@@ -1,0 +1,270 @@
+"""MultiModalSeg: myocardium and LV on cardiac LGE MR, helped by the cine of the same patient (MMSDNet)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+try:
+    import crossmodal  # noqa: F401 - installed with the extension
+except ImportError:  # running from a source checkout: the engine sits beside the module folders
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from MultiModalSegLib import MultiModalSegLogic as CardiacLogic
+
+from crossmodal import module_logic
+from crossmodal_slicer.panel import JobMonitor, ensure_dependencies, fill_devices, fill_models, python_executable
+
+
+class MultiModalSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MultiModalSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CrossModalSeg team"]
+        self.parent.helpText = _(
+            "Segments the myocardium and the left ventricle on a cardiac LGE MR, using the cine (bSSFP) of the same patient: "
+            "MMSDNet disentangles anatomy from imaging, aligns the cine anatomy to the LGE with a thin-plate spline and fuses them. "
+            "Results: segmentations (fused, LGE only, cine), the anatomy factors, the alignment as a transform, QA tables. "
+            "It can also train a model on your own MS-CMRSeg-layout data."
+        )
+        self.parent.acknowledgementText = _("Chartsias et al., Multimodal cardiac segmentation using disentangled representation learning, STACOM 2019.")
+
+
+@parameterNodeWrapper
+class MultiModalSegParameterNode:
+    cineVolume: vtkMRMLScalarVolumeNode
+    lgeVolume: vtkMRMLScalarVolumeNode
+    referenceSegmentation: vtkMRMLSegmentationNode
+    anatomyChannel: Annotated[int, WithinRange(1, 8)] = 1
+    showAlignedCine: bool = True
+    trainingData: Path
+    trainingModelId: str = "my-mmsdnet"
+    lgeMaskPercent: Annotated[float, WithinRange(0, 100)] = 100
+    trainingSteps: Annotated[int, WithinRange(10, 200000)] = 1500
+
+
+class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.monitor = None
+        self.outputs = None
+        self.run = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MultiModalSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MultiModalSegModuleLogic()
+        self.cardiac = CardiacLogic()
+        fill_devices(self.ui.deviceSelector)
+        self.refreshModels()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrain(resume=False))
+        self.ui.resumeButton.connect("clicked(bool)", lambda: self.onTrain(resume=True))
+        self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
+        self.ui.anatomyChannelSlider.connect("valueChanged(double)", self.onAnatomyChannel)
+        self.ui.showAlignedCineCheckBox.connect("toggled(bool)", self.onShowAlignedCine)
+        self.initializeParameterNode()
+        self.updateButtons()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+    def refreshModels(self) -> None:
+        fill_models(self.ui.modelSelector, module_logic.models_for("MMSDNet"))
+
+    def updateButtons(self, busy: bool = False) -> None:
+        self.ui.segmentButton.enabled = not busy
+        self.ui.trainButton.enabled = not busy
+        self.ui.resumeButton.enabled = not busy
+        self.ui.cancelButton.enabled = busy
+
+    def status(self, text: str) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.logText.appendPlainText(text)
+
+    # --- segmentation -----------------------------------------------------------------------
+
+    def onSegment(self) -> None:
+        if not ensure_dependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
+            self.run = self.cardiac.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, model=self.ui.modelSelector.currentData,
+                                            device=self.ui.deviceSelector.currentData, python=python_executable())
+            self.status(_("Segmenting in the background ..."))
+            self.monitor = JobMonitor(self.run.job, self.ui.progressBar, self.ui.logText, None, self.onSegmentationFinished)
+            self.updateButtons(busy=True)
+
+    def onSegmentationFinished(self, job) -> None:
+        self.updateButtons(busy=False)
+        run, self.run = self.run, None
+        failure = job.failure()
+        if failure:
+            self.status(_("Failed: {failure}").format(failure=failure))
+            slicer.util.errorDisplay(failure, windowTitle="MultiModalSeg")
+            self.cardiac.discard(run)
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
+            self.outputs = self.cardiac.load_results(run, slicer.mrmlScene)
+            self.showResults(run)
+        self.cardiac.discard(run)
+
+    def showResults(self, run) -> None:
+        outputs = self.outputs
+        fused = outputs.segmentations.get("seg_fused_lge") or outputs.segmentations.get("seg_lge")
+        slicer.util.setSliceViewerLayers(background=run.lge, foreground=outputs.aligned_cine if self._parameterNode.showAlignedCine else None,
+                                         foregroundOpacity=0.5, fit=True)
+        for name, node in outputs.segmentations.items():
+            node.CreateDefaultDisplayNodes()
+            node.GetDisplayNode().SetVisibility(node is fused)
+        flagged = ", ".join(map(str, outputs.flagged_slices)) or _("none")
+        self.ui.flagsLabel.text = _("Slices where LGE-only and fused disagree (look at them): {slices}").format(slices=flagged)
+        if outputs.dice_table is not None:
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.dice_table.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+        self.onAnatomyChannel(self.ui.anatomyChannelSlider.value)
+        self.status(_("Done."))
+
+    def onAnatomyChannel(self, value) -> None:
+        """Show one anatomy channel of the LGE as the label layer."""
+        if self.outputs and "LGE" in self.outputs.anatomy:
+            slicer.util.setSliceViewerLayers(label=self.outputs.anatomy["LGE"][int(value) - 1], labelOpacity=0.5)
+
+    def onShowAlignedCine(self, show: bool) -> None:
+        if self.outputs and self.outputs.aligned_cine:
+            slicer.util.setSliceViewerLayers(foreground=self.outputs.aligned_cine if show else None, foregroundOpacity=0.5)
+
+    def onSideBySide(self) -> None:
+        """Cine and LGE side by side with linked slices."""
+        p = self._parameterNode
+        layoutManager = slicer.app.layoutManager()
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        for view, volume in (("Red", p.lgeVolume), ("Yellow", p.cineVolume)):
+            widget = layoutManager.sliceWidget(view)
+            if widget is not None and volume is not None:
+                widget.mrmlSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
+                widget.mrmlSliceCompositeNode().SetLinkedControl(True)
+                widget.sliceLogic().FitSliceToAll()
+
+    def onCancel(self) -> None:
+        if self.monitor is not None:
+            self.monitor.cancel()
+
+    # --- training ---------------------------------------------------------------------------
+
+    def onTrain(self, resume: bool) -> None:
+        if not ensure_dependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Could not start the training."), waitCursor=True):
+            job = self.cardiac.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
+                                     resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
+            key = f"MultiModalSeg/training/{p.trainingModelId}"
+            module_logic.remove_outputs(slicer.mrmlScene, key)
+            table, chart = module_logic.training_plot(slicer.mrmlScene, p.trainingModelId, key)
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            self.monitor = JobMonitor(job, self.ui.trainingProgressBar, self.ui.logText,
+                                      lambda events: module_logic.append_metrics(table, events), self.onTrainingFinished)
+            self.status(_("Training in the background; Cancel keeps a checkpoint that Resume continues from."))
+            self.updateButtons(busy=True)
+
+    def onTrainingFinished(self, job) -> None:
+        self.updateButtons(busy=False)
+        failure = job.failure()
+        if failure:
+            self.status(_("Training stopped: {failure}").format(failure=failure))
+            return
+        self.refreshModels()
+        self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findText(self._parameterNode.trainingModelId))
+        self.status(_("Training finished; the model is now in the model list."))
+
+
+class MultiModalSegModuleLogic(ScriptedLoadableModuleLogic):
+    """Holds the parameter node; the work itself is in :mod:`MultiModalSegLib` (tested outside Slicer)."""
+
+    def getParameterNode(self):
+        return MultiModalSegParameterNode(super().getParameterNode())
+
+
+class MultiModalSegTest(ScriptedLoadableModuleTest):
+    """Self-test in real Slicer: a synthetic cine + LGE pair through the bundled model, results checked in the scene."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_segment_phantom_pair()
+
+    def test_segment_phantom_pair(self):
+        import numpy as np
+
+        from crossmodal import mrml
+        from crossmodal.phantoms import cardiac_pair
+
+        self.delayDisplay("Segmenting a synthetic cine + LGE pair")
+        pair = cardiac_pair(seed=7)
+        lge = mrml.image_to_volume_node(pair.lge, slicer.mrmlScene, "LGE")
+        cine = mrml.image_to_volume_node(pair.cine, slicer.mrmlScene, "cine")
+        logic = CardiacLogic()
+        run = logic.segment(lge, cine, device="cpu", python=python_executable())
+        while run.job.running:
+            slicer.app.processEvents()
+            run.job.poll()
+        self.assertEqual(run.job.wait(), 0, run.job.failure())
+        outputs = logic.load_results(run, slicer.mrmlScene)
+        fused = outputs.segmentations["seg_fused_lge"]
+        self.assertEqual(fused.GetSegmentation().GetNumberOfSegments(), 2)
+        back = mrml.segmentation_node_to_labelmap(fused, __import__("crossmodal.labels", fromlist=["x"]).CARDIAC_MYO_LV, pair.lge)
+        self.assertTrue(np.allclose(back.GetOrigin(), pair.lge.GetOrigin()))
+        self.assertIsNotNone(outputs.transform)
+        logic.discard(run)
+        self.delayDisplay("Test passed")

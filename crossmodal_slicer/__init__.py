@@ -1,0 +1,1 @@
+"""The Qt side that the MultiModalSeg and DualStreamSeg panels share (needs the Slicer application)."""
