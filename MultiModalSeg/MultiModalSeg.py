@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
@@ -161,7 +160,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         fused = outputs.segmentations.get("seg_fused_lge") or outputs.segmentations.get("seg_lge")
         slicer.util.setSliceViewerLayers(background=run.lge, foreground=outputs.aligned_cine if self._parameterNode.showAlignedCine else None,
                                          foregroundOpacity=0.5, fit=True)
-        for name, node in outputs.segmentations.items():
+        for node in outputs.segmentations.values():
             node.CreateDefaultDisplayNodes()
             node.GetDisplayNode().SetVisibility(node is fused)
         flagged = ", ".join(map(str, outputs.flagged_slices)) or _("none")
