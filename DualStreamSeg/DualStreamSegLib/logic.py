@@ -38,6 +38,7 @@ class AbdominalOutputs:
     segmentation: object
     volumes_table: object
     modality: str
+    volumes_ml: dict[str, float]
 
 
 class DualStreamSegLogic:
@@ -70,7 +71,7 @@ class DualStreamSegLogic:
         segmentation = module_logic.mark(mrml.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
         rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
         table = module_logic.table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
-        return AbdominalOutputs(segmentation, table, result["modality"])
+        return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"])
 
     def train(self, *, ct: Path | None, mr: Path | None, model_id: str, variant: str = "V4", steps: int = 3000, resume: bool = False,
               device: str = "auto", python: str | None = None) -> ChildJob:
