@@ -115,3 +115,32 @@ def test_a_training_started_from_a_panel_fills_its_plot(phantom_mscmrseg, tmp_pa
     data = table.GetTable()
     assert [data.GetValue(r, 0).ToDouble() for r in range(4)] == [1, 2, 3, 4] and chart.GetNumberOfPlotSeriesNodes() == 2
     assert (tmp_path / "panel" / "card.json").exists()
+
+
+def test_outputs_survive_saving_and_reloading_the_scene(catalog, tmp_path):
+    scene = slicer.vtkMRMLScene()
+    image, _ = abdominal_volume("CT", seed=8)
+    volume = mrml.image_to_volume_node(image, scene, "CT")
+    logic = DualStreamSegLogic()
+    run = logic.segment(volume, model="tiny-v4", device="cpu")
+    assert run.job.wait(timeout=300) == 0, run.job.failure()
+    outputs = logic.load_results(run, scene)
+    logic.discard(run)
+    key = outputs.segmentation.GetAttribute(module_logic.OUTPUT_ATTRIBUTE)
+    mrml.write_volume(volume, tmp_path / "CT.nrrd")
+    mrml.write_segmentation(outputs.segmentation, tmp_path / "organs.seg.nrrd")
+    for node, path in ((volume, "CT.nrrd"), (outputs.segmentation, "organs.seg.nrrd")):  # what Slicer's Save does: a storage node per node
+        storage = node.CreateDefaultStorageNode()
+        scene.AddNode(storage)
+        storage.SetFileName(str(tmp_path / path))
+        node.SetAndObserveStorageNodeID(storage.GetID())
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert reloaded.Connect()
+    found = {n.GetName(): n for n in module_logic.own_outputs(reloaded, key)}
+    assert sorted(found) == ["CT organ volumes", "CT organs"]  # still tagged: a re-run after reloading replaces them
+    segmentation = found["CT organs"]
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+    assert names == ["liver", "right kidney", "left kidney", "spleen"]
