@@ -7,7 +7,7 @@ import torch
 
 from crossmodal.abdominal import labels_on_source, looks_like, predict_probabilities, prepare_volume
 from crossmodal.errors import InputError
-from crossmodal.geometry import Grid
+from crossmodal.geometry import Grid, resample
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
 from crossmodal.phantoms import abdominal_volume
 
@@ -103,3 +103,40 @@ def test_volumes_stored_with_flipped_axes_are_prepared_the_same_way_up():
     assert a.image.shape == b.image.shape
     assert (a.labels != b.labels).mean() < 1e-3  # nearest-neighbour ties may break either way
     assert np.abs(a.image - b.image).mean() < 1e-3
+
+
+def oblique_copy(image: sitk.Image, labels: sitk.Image, degrees: float = 25.0) -> tuple[sitk.Image, sitk.Image]:
+    """The same anatomy on an oblique, anisotropic grid (rotated about the patient's left-right axis)."""
+    from conftest import rotation
+
+    source = Grid.of(image)
+    grid = Grid((150, 130, 40), tuple(source.centre - rotation((1, 0, 0), degrees) @ ((np.array([150, 130, 40]) - 1) / 2 * [2.1, 2.1, 4.5])),
+                (2.1, 2.1, 4.5), tuple(rotation((1, 0, 0), degrees).ravel()))
+    background = float(np.min(sitk.GetArrayViewFromImage(image)))
+    return resample(image, grid, default=background), resample(labels, grid, label=True)
+
+
+def test_an_oblique_anisotropic_volume_is_prepared_axis_aligned_and_predictions_go_back_onto_it():
+    image, labels = oblique_copy(*abdominal_volume("CT", seed=6))
+    prepared = prepare_volume(image, "CT", labels)
+    assert prepared.grid.direction == tuple(np.eye(3).ravel()) and prepared.grid.spacing == (2.0, 2.0, 2.0)
+    perfect = np.stack([(prepared.labels == c).astype(np.float32) for c in range(5)])
+    back = labels_on_source(prepared, perfect)
+    assert Grid.of(back) == Grid.of(image)
+    found, truth = sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(labels)
+    for organ in (1, 2, 3, 4):
+        assert 2 * ((found == organ) & (truth == organ)).sum() / ((found == organ).sum() + (truth == organ).sum()) > 0.85, organ
+
+
+def test_a_volume_smaller_than_one_window_is_segmented_onto_its_own_grid():
+    from crossmodal.abdominal_inference import segment_abdominal
+    from crossmodal.bundles import ModelCard
+    from crossmodal.labels import ABDOMEN
+
+    image, _ = abdominal_volume("MR", seed=2)
+    small = image[100:130, 90:112, 10:14]  # 37 x 27 x 31 mm: far less than a 96-voxel window or a 48-voxel patch
+    config = ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    card = ModelCard("tiny", "0", "DualStreamFCN", config.as_dict(), ["MR", "CT"], {"spacing_mm": 2.0}, ModelCard.label_entries(ABDOMEN))
+    result = segment_abdominal(DualStreamFCN(config), card, small)
+    assert Grid.of(result.labels) == Grid.of(small) and result.modality == "MR" and result.modality_from == "intensities"
+    assert set(np.unique(sitk.GetArrayViewFromImage(result.labels))) <= {0, 1, 2, 3, 4}

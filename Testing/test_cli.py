@@ -94,6 +94,9 @@ def test_segment_abdominal_guesses_the_modality_and_reports_volumes(catalog, tmp
     assert set(result["volumes_ml"]) == {"liver", "right kidney", "left kidney", "spleen"}
     assert_same_grid(sitk.ReadImage(result["outputs"]["organs"]), image)
     assert "Orthogonal views" in (tmp_path / "out" / "report.html").read_text()
+    assert main(["segment", "--image", str(path), "--modality", "MR", "--model", "tiny-v4", "--out", str(tmp_path / "as-mr"), "--events", "jsonl"]) == 0
+    warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
+    assert any("look like CT, but it was given as MR" in w for w in warnings)  # told, then done as asked
 
 
 def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, tmp_path, capsys):
