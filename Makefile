@@ -26,9 +26,11 @@ test: $(STAMP)
 # Data-layer benchmark on ../shared/data (or DATA=...): JSON to bench/data_layer.json.
 DATA ?= ../shared/data/mscmrseg
 BUNDLE ?= Resources/Models/mmsdnet-mscmrseg
+DUALSTREAM_BUNDLE ?= Resources/Models/dualstream-v4-abdomen
 bench: $(STAMP)
 	$(PY) -m crossmodal.benchmarks.data_layer --data $(DATA) --out bench/data_layer.json
 	$(PY) -m crossmodal.benchmarks.mmsdnet $(if $(wildcard $(BUNDLE)/card.json),--bundle $(BUNDLE)) --out bench/mmsdnet.json
+	$(PY) -m crossmodal.benchmarks.dualstream $(if $(wildcard $(DUALSTREAM_BUNDLE)/card.json),--bundle $(DUALSTREAM_BUNDLE)) --out bench/dualstream.json
 
 # MMSDNet Table 1 on MS-CMRSeg (reduced schedule on a CPU, full on a GPU); resumes if interrupted.
 reproduce-mmsdnet: $(STAMP)

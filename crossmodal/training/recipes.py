@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import MODALITIES, SPACING_MM, labels_on_source, predict_probabilities, prepare_volume
+from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, labels_on_source, predict_probabilities, prepare_volume
 from crossmodal.bundles import ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.errors import InputError
@@ -144,8 +144,8 @@ class MMSDNetRecipe(Recipe):
 class Subject:
     case_id: str
     modality: str
-    prepared: Any
-    """:class:`crossmodal.abdominal.PreparedVolume` with labels."""
+    prepared: PreparedVolume
+    """Prepared with its labels (the training target)."""
     reference: np.ndarray
     """Manual labels on the subject's own grid."""
 
