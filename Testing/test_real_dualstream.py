@@ -1,0 +1,40 @@
+"""The bundled dual-stream model on its held-out real subjects (BTCV CT, CHAOS MR); skipped when the data are absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import shared_data
+
+from crossmodal.abdominal_inference import segment_abdominal
+from crossmodal.bundles import load_bundle
+from crossmodal.datasets import read_nnunet_dataset
+from crossmodal.geometry import Grid
+from crossmodal.metrics import dice
+
+pytestmark = pytest.mark.realdata
+BUNDLE = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "dualstream-v4-abdomen"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    if not (BUNDLE / "card.json").exists():
+        pytest.skip(f"{BUNDLE} is not there")
+    return load_bundle(BUNDLE)
+
+
+@pytest.mark.parametrize(("folder", "modality"), [("btcv_ct", "CT"), ("chaos_t2", "MR")])
+def test_the_bundled_model_segments_its_held_out_subjects_on_their_own_grids(bundle, folder, modality):
+    card, network = bundle
+    held_out = [case for case, m in card.validation["subjects"].items() if m == modality]
+    dataset = read_nnunet_dataset(shared_data(folder))
+    case = next(c for c in dataset.cases if c.case_id == held_out[0])
+    image = sitk.ReadImage(str(case.images[0]))
+    result = segment_abdominal(network, card, image, source=str(case.images[0]))
+    assert result.modality == modality and Grid.of(result.labels) == Grid.of(image)
+    scores = dice(sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(dataset.read_label(case)), [1, 2, 3, 4])
+    assert np.mean(list(scores.values())) == pytest.approx(np.mean(list(card.validation["dice_native"][case.case_id].values())), abs=0.02)
+    assert scores[1] > 0.7, scores  # the liver, the largest organ
