@@ -60,13 +60,15 @@ def body_box(image: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM, source: str = "image") -> PreparedVolume:
+def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM,
+                   ct_window: tuple[float, float] | None = None, source: str = "image") -> PreparedVolume:
     """Resample onto the LPS-aligned ``spacing_mm`` grid over the field of view, crop to the body, normalise.
 
     Every input, whatever its voxel order (CHAOS stores MR with y flipped relative to BTCV CT),
     obliquity or anisotropy, reaches the network with its array axes towards the patient's left,
     posterior and superior: the shared layers of the joint and dual-stream variants must see both
-    modalities the same way up.
+    modalities the same way up. ``ct_window`` (HU) clips CT to the window a model's training CT was
+    stored in (BTCV's copy is windowed to [-125, 275]), so raw CT reaches it with the same statistics.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
@@ -85,7 +87,7 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
     grid = Grid(tuple(int(n) for n in (high - low)[::-1]), tuple(full.index_to_point(low[::-1])), full.spacing, full.direction)
     body = array[crop]
     if modality == "CT":
-        body = np.maximum(body, CT_AIR_HU)
+        body = np.clip(body, *ct_window) if ct_window else np.maximum(body, CT_AIR_HU)
     mask = body > otsu_threshold(body)
     prepared = PreparedVolume(modality, zscore(body, mask if mask.any() else None), grid, Grid.of(image))
     if labels is not None:

@@ -51,7 +51,8 @@ def segment_abdominal(
     streams = card.hyperparameters["streams"]
     if modality not in streams:
         raise InputError(source, f"is {modality}, but model {card.id!r} has streams for {', '.join(streams)} only")
-    prepared = prepare_volume(image, modality, spacing_mm=card.preprocessing["spacing_mm"], source=source)
+    window = card.preprocessing.get("ct_window")
+    prepared = prepare_volume(image, modality, spacing_mm=card.preprocessing["spacing_mm"], ct_window=tuple(window) if window else None, source=source)
     probabilities = predict_probabilities(network, streams.index(modality), prepared, device=device)
     classes = sitk.GetArrayFromImage(labels_on_source(prepared, probabilities))
     entries = sorted(card.labels, key=lambda entry: entry["class"])

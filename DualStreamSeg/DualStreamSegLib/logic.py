@@ -22,7 +22,8 @@ from crossmodal.labels import ABDOMEN
 
 MODULE = "DualStreamSeg"
 TRAINING_RECIPE = {"architecture": "DualStreamFCN", "filters": [16, 32, 64, 128, 256], "units_per_scale": 1, "patch": 48, "batch_size": 2,
-                   "learning_rate": 1e-3, "validate_every": 250, "checkpoint_every": 250, "validation": {"CT": 1, "MR": 3}}
+                   "learning_rate": 1e-3, "validate_every": 250, "checkpoint_every": 250, "validation": {"CT": 1, "MR": 3},
+                   "ct_window": [-125, 275]}
 """What a panel training uses besides the user's choices: the bundled model's configuration (configs/dualstream-v4-abdomen.json)."""
 
 

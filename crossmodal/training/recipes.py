@@ -150,13 +150,13 @@ class Subject:
     """Manual labels on the subject's own grid."""
 
 
-def load_subjects(folder: Path, modality: str, progress: Progress | None = None) -> list[Subject]:
+def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None) -> list[Subject]:
     """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN."""
     dataset = read_nnunet_dataset(folder)
     subjects = []
     for i, case in enumerate(dataset.cases, 1):
         image, labels = sitk.ReadImage(str(case.images[0])), dataset.read_label(case)
-        prepared = prepare_volume(image, modality, labels, source=str(case.images[0]))
+        prepared = prepare_volume(image, modality, labels, ct_window=tuple(ct_window) if ct_window else None, source=str(case.images[0]))
         subjects.append(Subject(case.case_id, modality, prepared, sitk.GetArrayFromImage(labels)))
         if progress:
             progress(f"loading {modality}", i, len(dataset.cases))
@@ -181,6 +181,8 @@ class DualStreamRecipe(Recipe):
     batch_size: int = 2
     validate_every: int = 250
     validation: dict = field(default_factory=lambda: {"CT": 1, "MR": 3})
+    ct_window: list[float] | None = None
+    """HU window of the training CT (BTCV's copy: [-125, 275]); inputs are clipped to it at inference too."""
 
     architecture = "DualStreamFCN"
 
@@ -190,7 +192,7 @@ class DualStreamRecipe(Recipe):
         given = [m for m in MODALITIES if m in self.data]
         if not given:
             raise InputError("config", 'needs a CT or an MR data folder (in the config\'s "data" or --ct/--mr)')
-        subjects = {m: load_subjects(self.data_folder(m), m, progress) for m in given}
+        subjects = {m: load_subjects(self.data_folder(m), m, progress, self.ct_window) for m in given}
         held, training = [], {}
         for m, found in subjects.items():
             order = np.random.default_rng(self.seed).permutation(len(found))
@@ -210,7 +212,9 @@ class DualStreamRecipe(Recipe):
             return ModelCard(
                 id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
                 preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view", "crop": "Otsu body mask + 10 mm",
-                               "normalisation": {"CT": "clip below -1000 HU, z-score in the body", "MR": "z-score in the body"},
+                               "normalisation": {"CT": (f"clip to {self.ct_window} HU" if self.ct_window else "clip below -1000 HU") + ", z-score in the body",
+                                  "MR": "z-score in the body"},
+                               "ct_window": self.ct_window,
                                "stream_of_modality": {m: i for i, m in enumerate(config.streams)}},
                 labels=ModelCard.label_entries(ABDOMEN),
                 training={"data": {m: str(self.data[m]) for m in given}, "subjects": {m: [s.case_id for s in v] for m, v in training.items()},
