@@ -140,3 +140,13 @@ def test_a_volume_smaller_than_one_window_is_segmented_onto_its_own_grid():
     result = segment_abdominal(DualStreamFCN(config), card, small)
     assert Grid.of(result.labels) == Grid.of(small) and result.modality == "MR" and result.modality_from == "intensities"
     assert set(np.unique(sitk.GetArrayViewFromImage(result.labels))) <= {0, 1, 2, 3, 4}
+
+
+def test_raw_ct_meets_a_model_trained_on_windowed_ct_with_the_same_statistics():
+    raw, _ = abdominal_volume("CT", seed=4)
+    stored = sitk.Clamp(raw, raw.GetPixelID(), -125, 275)  # how BTCV's training copy is stored
+    a = prepare_volume(raw, "CT", ct_window=(-125, 275))
+    b = prepare_volume(stored, "CT", ct_window=(-125, 275))
+    assert a.image.shape == b.image.shape and np.abs(a.image - b.image).max() < 1e-4
+    without = prepare_volume(raw, "CT").image  # without the window, the body and its statistics differ
+    assert without.shape != a.image.shape or np.abs(without - a.image).max() > 0.5

@@ -76,6 +76,9 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise InputError(source, "contains NaN or infinite values")
+    if modality == "CT":  # first of all, so that a raw and a windowed copy of a CT are prepared alike
+        image = sitk.Cast(image, sitk.sitkFloat32)
+        image = sitk.Clamp(image, sitk.sitkFloat32, *ct_window) if ct_window else sitk.Maximum(image, CT_AIR_HU)
     background = float(np.min(sitk.GetArrayViewFromImage(image)))  # outside an oblique field of view: air
     resampled = resample(image, Grid.of(image).axis_aligned(spacing_mm), default=background)
     array = sitk.GetArrayFromImage(resampled)
@@ -86,8 +89,6 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
     full = Grid.of(resampled)
     grid = Grid(tuple(int(n) for n in (high - low)[::-1]), tuple(full.index_to_point(low[::-1])), full.spacing, full.direction)
     body = array[crop]
-    if modality == "CT":
-        body = np.clip(body, *ct_window) if ct_window else np.maximum(body, CT_AIR_HU)
     mask = body > otsu_threshold(body)
     prepared = PreparedVolume(modality, zscore(body, mask if mask.any() else None), grid, Grid.of(image))
     if labels is not None:
