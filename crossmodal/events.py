@@ -13,8 +13,8 @@ is what the Slicer modules parse. Schema (version :data:`SCHEMA_VERSION`), every
 ``error``    ``message``, ``exit_code``
 ============ ==================================================================================
 
-Without ``--events`` a person gets a progress bar with an ETA on stderr, warnings as text, and the
-result as indented JSON on stdout.
+Without ``--events`` a person gets a progress bar with an ETA on stderr, the losses at each validation,
+warnings as text, and the result as indented JSON on stdout.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ class TerminalEvents(Events):
         if kind == "progress":
             self._bar(fields["stage"], fields["done"], fields["total"], fields.get("eta_s"))
             return
+        if kind == "metrics" and "validation" not in fields["values"]:
+            return  # a person reads the losses at each validation; programs get every metrics event
         self._close_bar()
         if kind == "metrics":
             values = "  ".join(f"{k} {v:.4g}" for k, v in fields["values"].items())
