@@ -90,3 +90,17 @@ def has_gradient(net, prefix):
 def test_bad_input_is_refused_with_a_clear_message(net, cine, lge, message):
     with pytest.raises(ValueError, match=message):
         net(cine, lge)
+
+
+def test_bounded_control_point_offsets_stay_within_the_bound_and_are_the_identity_near_zero():
+    from crossmodal.nets.mmsdnet import LocalisationNet
+
+    torch.manual_seed(0)
+    net = LocalisationNet(anatomy_channels=8, control_points=5, max_offset=0.3).eval()
+    torch.nn.init.normal_(net.offsets.weight, std=10.0)  # a localisation net gone wild
+    anatomy = torch.rand(2, 8, 32, 32)
+    assert net(anatomy, anatomy).abs().max() <= 0.3
+    torch.nn.init.normal_(net.offsets.weight, std=1e-4)
+    free = LocalisationNet(anatomy_channels=8, control_points=5).eval()
+    free.load_state_dict(net.state_dict())
+    assert torch.allclose(net(anatomy, anatomy), free(anatomy, anatomy), atol=1e-5)  # small offsets pass unchanged

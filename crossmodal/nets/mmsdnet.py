@@ -33,6 +33,9 @@ class MMSDNetConfig:
     control_points: int = 5
     """The TPS control lattice is control_points x control_points."""
     modalities: tuple[str, str] = ("cine", "LGE")
+    max_offset: float | None = None
+    """Soft bound on each control-point offset (normalised coordinates, the image spans -1..1): offsets are
+    ``max_offset * tanh(raw / max_offset)``, the identity for small ones. None: unbounded, as the paper."""
 
     def as_dict(self) -> dict:
         return {**asdict(self), "modalities": list(self.modalities)}
@@ -108,9 +111,9 @@ class FiLMDecoder(nn.Module):
 class LocalisationNet(nn.Module):
     """Two stacked anatomies (moving, fixed) -> TPS control-point offsets; zero at start (identity)."""
 
-    def __init__(self, anatomy_channels: int, control_points: int, width: int = 32) -> None:
+    def __init__(self, anatomy_channels: int, control_points: int, width: int = 32, max_offset: float | None = None) -> None:
         super().__init__()
-        self.points = control_points**2
+        self.points, self.max_offset = control_points**2, max_offset
         self.features = nn.Sequential(
             conv_bn_relu(2 * anatomy_channels, width, stride=2),
             conv_bn_relu(width, 2 * width, stride=2),
@@ -125,7 +128,8 @@ class LocalisationNet(nn.Module):
         nn.init.zeros_(self.offsets.bias)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        return self.offsets(self.features(torch.cat([moving, fixed], dim=1))).view(-1, self.points, 2)
+        offsets = self.offsets(self.features(torch.cat([moving, fixed], dim=1))).view(-1, self.points, 2)
+        return offsets if self.max_offset is None else self.max_offset * torch.tanh(offsets / self.max_offset)
 
 
 class Segmentor(nn.Module):
@@ -167,7 +171,7 @@ class MMSDNet(nn.Module):
         self.anatomy = nn.ModuleList(AnatomyEncoder(c.anatomy_channels, c.filters, c.depth) for _ in range(2))
         self.modality = nn.ModuleList(ModalityEncoder(c.anatomy_channels, c.z_dim) for _ in range(2))
         self.decoder = nn.ModuleList(FiLMDecoder(c.anatomy_channels, c.z_dim) for _ in range(2))
-        self.localisation = LocalisationNet(c.anatomy_channels, c.control_points)
+        self.localisation = LocalisationNet(c.anatomy_channels, c.control_points, max_offset=c.max_offset)
         self.tps = ThinPlateSpline(c.control_points)
         self.segmentor = Segmentor(c.anatomy_channels, c.classes, c.filters)
 

@@ -98,6 +98,9 @@ class MMSDNetRecipe(Recipe):
     filters: int = 16
     lge_fraction: float = 1.0
     """Share of the labelled training patients whose LGE masks are used (semi-supervised below 1)."""
+    max_offset: float | None = 0.3
+    """Soft bound on the TPS control-point offsets (0.3 of the half field of view); None: unbounded, as the paper.
+    Short trainings without it can fling control points far outside the image."""
     validation: list[int] = field(default_factory=lambda: [8, 33])
 
     architecture = "MMSDNet"
@@ -119,7 +122,7 @@ class MMSDNetRecipe(Recipe):
         labelled = sorted(p for p in training if patients[p].lge_mask is not None)
         lge_labelled = set(labelled[: round(self.lge_fraction * len(labelled))])
         samples = build_samples([patients[p] for p in training], lge_labelled)
-        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters), device, learning_rate=self.learning_rate)
+        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate)
         validation = [patients[p] for p in self.validation]
 
         def validate(m: MMSDNetMethod) -> float:
