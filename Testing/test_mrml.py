@@ -10,7 +10,8 @@ from conftest import oblique_volume
 from crossmodal import mrml
 from crossmodal.errors import InputError
 from crossmodal.image_io import write_image
-from crossmodal.labels import MSCMRSEG
+from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
+from crossmodal.phantoms import cardiac_pair
 
 slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip install -e '.[dev]') are not installed")
 vtk = pytest.importorskip("vtk")
@@ -172,3 +173,17 @@ def test_transformed_node_is_refused(scene, oblique, tmp_path):
     with pytest.raises(InputError, match="moved: is under a transform; harden"):
         mrml.write_volume(node, tmp_path / "never-written.nrrd")
     assert not any(tmp_path.iterdir())
+
+
+def test_labels_missing_a_structure_or_all_structures_still_give_every_segment(scene):
+    pair = cardiac_pair(seed=41)
+    for keep in ((), (200,)):
+        array = sitk.GetArrayFromImage(pair.lge_mask)
+        array[~np.isin(array, keep)] = 0
+        labels = sitk.GetImageFromArray(array)
+        labels.CopyInformation(pair.lge_mask)
+        node = mrml.labelmap_to_segmentation_node(labels, CARDIAC_MYO_LV, scene, f"keep {keep}")
+        segmentation = node.GetSegmentation()
+        assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["myocardium", "left ventricle"]
+        back = mrml.segmentation_node_to_labelmap(node, CARDIAC_MYO_LV, pair.lge_mask)
+        assert np.array_equal(sitk.GetArrayViewFromImage(back), array)

@@ -151,6 +151,7 @@ def labelmap_to_segmentation_node(labels: sitk.Image, label_set: LabelSet, scene
     """
     slicer = _slicer()
     label_set.check(sitk.GetArrayViewFromImage(labels), name)
+    _register_segmentation_converters()
     if node is None:
         node = slicer.vtkMRMLSegmentationNode()
         scene.AddNode(node)
@@ -181,6 +182,19 @@ def labelmap_to_segmentation_node(labels: sitk.Image, label_set: LabelSet, scene
         segment.SetTag(LABEL_VALUE_TAG, str(label.value))
         segment.SetTerminology(terminology(label))
     return node
+
+
+def _register_segmentation_converters() -> None:
+    """The labelmap/surface converter rules the Segmentations module registers when Slicer starts.
+
+    Outside the application (the PyPI Slicer libraries) nothing registers them, and a segmentation
+    cannot even make an empty segment (for a structure absent from the labels) without them.
+    """
+    slicer = _slicer()
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if len(factory.GetConverterRules()) == 0:
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
 
 
 def segmentation_node_to_labelmap(node, label_set: LabelSet, reference: sitk.Image) -> sitk.Image:
