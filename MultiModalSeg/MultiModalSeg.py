@@ -82,7 +82,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrain(resume=False))
         self.ui.resumeButton.connect("clicked(bool)", lambda: self.onTrain(resume=True))
         self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
-        self.ui.anatomyChannelSlider.connect("valueChanged(double)", self.onAnatomyChannel)
+        self.ui.anatomyChannelSpinBox.connect("valueChanged(int)", self.onAnatomyChannel)
         self.ui.showAlignedCineCheckBox.connect("toggled(bool)", self.onShowAlignedCine)
         self.initializeParameterNode()
         self.updateButtons()
@@ -169,7 +169,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.dice_table.GetID())
             slicer.app.applicationLogic().PropagateTableSelection()
-        self.onAnatomyChannel(self.ui.anatomyChannelSlider.value)
+        self.onAnatomyChannel(self.ui.anatomyChannelSpinBox.value)
         self.status(_("Done."))
 
     def onAnatomyChannel(self, value) -> None:

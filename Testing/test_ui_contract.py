@@ -19,11 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("MultiModalSeg", "DualStreamSeg")
 
 WIDGETS_FOR_TYPE = {
-    "bool": {"QCheckBox"},
-    "int": {"QSpinBox", "ctkSliderWidget"},
-    "float": {"ctkSliderWidget", "QDoubleSpinBox"},
-    "str": {"QLineEdit", "QComboBox"},
-    "Path": {"ctkPathLineEdit"},
+    # The GUI connectors of slicer.parameterNodeWrapper in Slicer 5.6 (guiConnectors.py): an int cannot
+    # go to a ctkSliderWidget, a float in a ctkSliderWidget must be bounded, a str in a QComboBox needs a Choice.
+    "bool": {"QCheckBox", "QPushButton"},
+    "int": {"QSpinBox", "QSlider"},
+    "float": {"ctkSliderWidget", "QDoubleSpinBox", "qMRMLSliderWidget"},
+    "str": {"QLineEdit", "QComboBox", "QTextEdit"},
+    "Path": {"ctkPathLineEdit", "ctkDirectoryButton"},
 }
 SLICER_NAMES = {
     # Slicer 5.6 (the documented minimum) has all of these.
@@ -59,17 +61,18 @@ def used_ui_names(tree: ast.Module) -> set[str]:
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
 
 
-def parameters_of(tree: ast.Module) -> dict[str, str]:
-    """The parameterNodeWrapper class's fields -> their annotation's base type name."""
+def parameters_of(tree: ast.Module) -> dict[str, tuple[str, set[str]]]:
+    """The parameterNodeWrapper class's fields -> (their annotation's base type name, its validators' names)."""
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list):
             fields = {}
             for statement in node.body:
                 if isinstance(statement, ast.AnnAssign):
-                    annotation = statement.annotation
-                    if isinstance(annotation, ast.Subscript):  # Annotated[base, ...]
-                        annotation = annotation.slice.elts[0]
-                    fields[statement.target.id] = annotation.id
+                    annotation, validators = statement.annotation, set()
+                    if isinstance(annotation, ast.Subscript):  # Annotated[base, validator(...), ...]
+                        annotation, *extra = annotation.slice.elts
+                        validators = {v.func.id for v in extra if isinstance(v, ast.Call)}
+                    fields[statement.target.id] = (annotation.id, validators)
             return fields
     raise AssertionError("no @parameterNodeWrapper class")
 
@@ -86,12 +89,16 @@ def test_every_parameter_has_a_widget_of_a_fitting_class(module):
     classes, connected, node_types = ui_widgets(module)
     fields = parameters_of(module_source(module))
     assert set(connected) == set(fields), f"parameters without widget: {set(fields) - set(connected)}; unknown SlicerParameterName: {set(connected) - set(fields)}"
-    for parameter, kind in fields.items():
+    for parameter, (kind, validators) in fields.items():
         widget = connected[parameter]
         if kind.startswith("vtkMRML"):
             assert classes[widget] == "qMRMLNodeComboBox" and node_types[widget] == [kind], parameter
-        else:
-            assert classes[widget] in WIDGETS_FOR_TYPE[kind], f"{parameter}: {kind} in a {classes[widget]}"
+            continue
+        assert classes[widget] in WIDGETS_FOR_TYPE[kind], f"{parameter}: {kind} in a {classes[widget]}"
+        if classes[widget] in ("ctkSliderWidget", "QSlider"):
+            assert "WithinRange" in validators, f"{parameter}: a slider needs a bounded value"
+        if classes[widget] == "QComboBox":
+            assert "Choice" in validators, f"{parameter}: a combo box holds one of a Choice"
 
 
 @pytest.mark.parametrize("module", MODULES)
