@@ -11,8 +11,7 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
-from slicer.util import VTKObservationMixin
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest
 
 try:
     import crossmodal  # noqa: F401 - installed with the extension
@@ -21,8 +20,7 @@ except ImportError:  # running from a source checkout: the engine sits beside th
 
 from MultiModalSegLib import MultiModalSegLogic as CardiacLogic
 
-from crossmodal import module_logic
-from crossmodal_slicer.panel import JobMonitor, ensure_dependencies, fill_devices, fill_models, python_executable
+from crossmodal_slicer.panel import SegmentationPanel, ensure_dependencies, python_executable
 
 
 class MultiModalSeg(ScriptedLoadableModule):
@@ -54,79 +52,18 @@ class MultiModalSegParameterNode:
     trainingSteps: Annotated[int, WithinRange(10, 200000)] = 1500
 
 
-class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self.monitor = None
-        self.outputs = None
-        self.run = None
+class MultiModalSegWidget(SegmentationPanel):
+    MODULE = "MultiModalSeg"
+    ARCHITECTURE = "MMSDNet"
 
-    def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MultiModalSeg.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+    def setupPanel(self) -> None:
         self.logic = MultiModalSegModuleLogic()
         self.cardiac = CardiacLogic()
-        fill_devices(self.ui.deviceSelector)
-        self.refreshModels()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrain(resume=False))
-        self.ui.resumeButton.connect("clicked(bool)", lambda: self.onTrain(resume=True))
+        self.outputs = None
+        self.run = None
         self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
         self.ui.anatomyChannelSpinBox.connect("valueChanged(int)", self.onAnatomyChannel)
         self.ui.showAlignedCineCheckBox.connect("toggled(bool)", self.onShowAlignedCine)
-        self.initializeParameterNode()
-        self.updateButtons()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, parameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-
-    def refreshModels(self) -> None:
-        fill_models(self.ui.modelSelector, module_logic.models_for("MMSDNet"))
-
-    def updateButtons(self, busy: bool = False) -> None:
-        self.ui.segmentButton.enabled = not busy
-        self.ui.trainButton.enabled = not busy
-        self.ui.resumeButton.enabled = not busy
-        self.ui.cancelButton.enabled = busy
-
-    def status(self, text: str) -> None:
-        self.ui.statusLabel.text = text
-        self.ui.logText.appendPlainText(text)
 
     # --- segmentation -----------------------------------------------------------------------
 
@@ -138,8 +75,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.run = self.cardiac.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, model=self.ui.modelSelector.currentData,
                                             device=self.ui.deviceSelector.currentData, python=python_executable())
             self.status(_("Segmenting in the background ..."))
-            self.monitor = JobMonitor(self.run.job, self.ui.progressBar, self.ui.logText, None, self.onSegmentationFinished)
-            self.updateButtons(busy=True)
+            self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished)
 
     def onSegmentationFinished(self, job) -> None:
         self.updateButtons(busy=False)
@@ -193,37 +129,12 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 widget.mrmlSliceCompositeNode().SetLinkedControl(True)
                 widget.sliceLogic().FitSliceToAll()
 
-    def onCancel(self) -> None:
-        if self.monitor is not None:
-            self.monitor.cancel()
-
     # --- training ---------------------------------------------------------------------------
 
-    def onTrain(self, resume: bool) -> None:
-        if not ensure_dependencies():
-            return
+    def trainingJob(self, resume: bool):
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Could not start the training."), waitCursor=True):
-            job = self.cardiac.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
-                                     resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
-            key = f"MultiModalSeg/training/{p.trainingModelId}"
-            module_logic.remove_outputs(slicer.mrmlScene, key)
-            table, chart = module_logic.training_plot(slicer.mrmlScene, p.trainingModelId, key)
-            slicer.modules.plots.logic().ShowChartInLayout(chart)
-            self.monitor = JobMonitor(job, self.ui.trainingProgressBar, self.ui.logText,
-                                      lambda events: module_logic.append_metrics(table, events), self.onTrainingFinished)
-            self.status(_("Training in the background; Cancel keeps a checkpoint that Resume continues from."))
-            self.updateButtons(busy=True)
-
-    def onTrainingFinished(self, job) -> None:
-        self.updateButtons(busy=False)
-        failure = job.failure()
-        if failure:
-            self.status(_("Training stopped: {failure}").format(failure=failure))
-            return
-        self.refreshModels()
-        self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findText(self._parameterNode.trainingModelId))
-        self.status(_("Training finished; the model is now in the model list."))
+        return self.cardiac.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
+                                  resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
 
 
 class MultiModalSegModuleLogic(ScriptedLoadableModuleLogic):

@@ -97,6 +97,18 @@ def check_writable(path: PathLike) -> Path:
     return path
 
 
+def writable_folder(folder: PathLike) -> Path:
+    """Create ``folder`` (with its parents) if needed, and refuse, before any work, one that cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(folder, f"output folder cannot be created ({error.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(folder, "output folder is not writable")
+    return folder
+
+
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` (same suffix) that replaces ``path`` only if the block succeeds.

@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 import qt
 import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+from crossmodal import module_logic
 
 PINNED = {"monai": "monai==1.6.1"}
 """Packages the engine needs beyond what Slicer ships (numpy, SimpleITK) and PyTorch."""
@@ -106,3 +110,119 @@ class JobMonitor:
     def cancel(self) -> None:
         self.log.appendPlainText("Cancelling ...")
         self.job.cancel()
+
+
+class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """What both panels share: the .ui and its parameter node, the model and device choices, background
+    jobs with progress, log and Cancel, and the training section. A module's widget adds its inputs,
+    ``onSegment`` and ``trainingJob``."""
+
+    MODULE = ""
+    ARCHITECTURE = ""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.monitor = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{self.MODULE}.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        fill_devices(self.ui.deviceSelector)
+        self.refreshModels()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrain(resume=False))
+        self.ui.resumeButton.connect("clicked(bool)", lambda: self.onTrain(resume=True))
+        self.setupPanel()
+        self.initializeParameterNode()
+        self.updateButtons()
+
+    def setupPanel(self) -> None:
+        """The module's own connections."""
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+    def refreshModels(self) -> None:
+        fill_models(self.ui.modelSelector, module_logic.models_for(self.ARCHITECTURE))
+
+    def updateButtons(self, busy: bool = False) -> None:
+        for button in (self.ui.segmentButton, self.ui.trainButton, self.ui.resumeButton):
+            button.enabled = not busy
+        self.ui.cancelButton.enabled = busy
+
+    def status(self, text: str) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.logText.appendPlainText(text)
+
+    def runInBackground(self, job, progressBar, onEvents, finished) -> None:
+        self.monitor = JobMonitor(job, progressBar, self.ui.logText, onEvents, finished)
+        self.updateButtons(busy=True)
+
+    def onSegment(self) -> None:
+        raise NotImplementedError
+
+    def onCancel(self) -> None:
+        if self.monitor is not None:
+            self.monitor.cancel()
+
+    def trainingJob(self, resume: bool):
+        """Start the module's training child process from the panel's choices."""
+        raise NotImplementedError
+
+    def onTrain(self, resume: bool) -> None:
+        if not ensure_dependencies():
+            return
+        modelId = self._parameterNode.trainingModelId
+        with slicer.util.tryWithErrorDisplay("Could not start the training.", waitCursor=True):
+            job = self.trainingJob(resume)
+            key = f"{self.MODULE}/training/{modelId}"
+            module_logic.remove_outputs(slicer.mrmlScene, key)
+            table, chart = module_logic.training_plot(slicer.mrmlScene, modelId, key)
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            self.runInBackground(job, self.ui.trainingProgressBar, lambda events: module_logic.append_metrics(table, events), self.onTrainingFinished)
+            self.status("Training in the background; Cancel keeps a checkpoint that Resume continues from.")
+
+    def onTrainingFinished(self, job) -> None:
+        self.updateButtons(busy=False)
+        failure = job.failure()
+        if failure:
+            self.status(f"Training stopped: {failure}")
+            return
+        self.refreshModels()
+        self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findText(self._parameterNode.trainingModelId))
+        self.status("Training finished; the model is now in the model list.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from crossmodal.catalog import find_model
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
-from crossmodal.image_io import atomic_output, read_cine_frame, read_image, write_image
+from crossmodal.image_io import atomic_output, read_cine_frame, read_image, writable_folder, write_image
 from crossmodal.report import abdominal_report, cardiac_report, disagreeing_slices, reference_scores, slice_agreement
 
 
@@ -94,12 +93,7 @@ def slug(name: str) -> str:
 
 def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -> None:
     """Create ``folder`` and make sure it is writable and that no planned output is an input."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(folder, f"output folder cannot be created ({error.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise InputError(folder, "output folder is not writable")
+    writable_folder(folder)
     given = {p.resolve() for p in inputs}
     clash = [p for p in planned if p.resolve() in given]
     if clash:

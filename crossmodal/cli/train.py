@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -23,7 +22,7 @@ from crossmodal.catalog import user_models_folder
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
-from crossmodal.image_io import atomic_output
+from crossmodal.image_io import atomic_output, writable_folder
 from crossmodal.training import distributed
 from crossmodal.training.recipes import read_recipe
 from crossmodal.training.trainer import Checkpointing, train
@@ -87,12 +86,7 @@ def prepare_output(out: Path, recipe: dict, resume: bool) -> None:
         raise InputError(out, "already holds a model bundle; choose another --out (nothing was overwritten)")
     if (out / CHECKPOINT).exists():
         raise InputError(out, "holds an unfinished training; continue it with --resume, or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(out, f"output folder cannot be created ({error.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise InputError(out, "output folder is not writable")
+    writable_folder(out)
     with atomic_output(saved) as partial:
         partial.write_text(json.dumps(recipe, indent=1) + "\n")
 
