@@ -9,7 +9,6 @@ replaces exactly its earlier outputs and nothing else. The tag is saved with the
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,8 +66,7 @@ def work_folder(prefix: str) -> Path:
 
 def start(arguments: Sequence[str], python: str | None = None, device: str = "auto") -> ChildJob:
     """``crossmodal <arguments> --device <device>`` in a child process (``python``: Slicer's PythonSlicer)."""
-    env = {"CROSSMODAL_MODELS": os.environ["CROSSMODAL_MODELS"]} if "CROSSMODAL_MODELS" in os.environ else None
-    return ChildJob([*arguments, "--device", device], python=python, env=env)
+    return ChildJob([*arguments, "--device", device], python=python)
 
 
 def models_for(architecture: str) -> list[tuple[str, str]]:

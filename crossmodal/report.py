@@ -164,11 +164,15 @@ def reference_scores(result: CardiacResult, reference: sitk.Image) -> dict[str, 
     return scores
 
 
-def reference_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
+def reference_rows(scores: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list]]:
+    """:func:`reference_scores` as a header and one row per mask (Dice, then HD95, per structure)."""
     names = CARDIAC_MYO_LV.names
     rows = [[mask, *(by[n]["dice"] for n in names), *(by[n]["hd95_mm"] for n in names)] for mask, by in scores.items()]
-    header = ["mask", *(f"Dice {n}" for n in names), *(f"HD95 {n} (mm)" for n in names)]
-    return "<h2>Against the reference</h2>" + table(header, rows)
+    return ["mask", *(f"Dice {n}" for n in names), *(f"HD95 {n} (mm)" for n in names)], rows
+
+
+def reference_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
+    return "<h2>Against the reference</h2>" + table(*reference_rows(scores))
 
 
 def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, cine: sitk.Image | None = None,

@@ -28,7 +28,7 @@ from crossmodal.errors import InputError
 from crossmodal.image_io import read_image, write_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
-from crossmodal.report import ANATOMY_CHANNELS, DISAGREEMENT_FLAG
+from crossmodal.report import ANATOMY_CHANNELS, DISAGREEMENT_FLAG, reference_rows
 
 MODULE = "MultiModalSeg"
 TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
@@ -121,10 +121,7 @@ class MultiModalSegLogic:
             outputs.aligned_cine.SetAndObserveTransformNodeID(outputs.transform.GetID())
         summary = json.loads((run.folder / "out" / "segment.json").read_text())
         if "dice" in summary:
-            names = CARDIAC_MYO_LV.names
-            rows = [[mask, *(by[n]["dice"] for n in names), *(by[n]["hd95_mm"] for n in names)] for mask, by in summary["dice"].items()]
-            header = ["mask", *(f"Dice {n}" for n in names), *(f"HD95 {n} (mm)" for n in names)]
-            outputs.dice_table = module_logic.table_node(scene, f"{base} MMSDNet Dice", header, rows, key)
+            outputs.dice_table = module_logic.table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
         agreement = summary.get("slice_agreement", [])
         if any(a is not None for a in agreement):
             rows = [[str(i), np.nan if a is None else a, float(a is not None and a < DISAGREEMENT_FLAG)] for i, a in enumerate(agreement)]
