@@ -176,14 +176,21 @@ def reference_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, cine: sitk.Image | None = None,
-                   reference: sitk.Image | None = None, title: str = "MultiModalSeg QA") -> tuple[str, list[int]]:
-    """The QA page, and the flagged slice indices (LGE-only and fused masks disagree)."""
+                   reference: sitk.Image | None = None, scores: dict | None = None, agreement: list[float | None] | None = None,
+                   title: str = "MultiModalSeg QA") -> tuple[str, list[int]]:
+    """The QA page, and the flagged slice indices (LGE-only and fused masks disagree).
+
+    ``scores`` (:func:`reference_scores` against ``reference``) and ``agreement`` (:func:`slice_agreement`)
+    are computed here unless the caller already has them.
+    """
     colours = label_colours(card)
     stack = result.stack
     warp = displacement_transform(result) if result.displacement is not None else None
     cine_float = sitk.Cast(cine, sitk.sitkFloat32) if cine is not None else None
-    sections = [reference_table(reference_scores(result, reference))] if reference is not None else []
-    agreement = slice_agreement(result)
+    if scores is None and reference is not None:
+        scores = reference_scores(result, reference)
+    sections = [reference_table(scores)] if scores is not None else []
+    agreement = slice_agreement(result) if agreement is None else agreement
     flagged = disagreeing_slices(agreement)
     slices = []
     for i, sample in enumerate(stack.slices):

@@ -100,11 +100,13 @@ def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -
         raise InputError(clash[0], "is an input; writing the output there would overwrite it. Choose another --out")
 
 
-def html_report(segmentation: Segmentation, reference: sitk.Image | None) -> str:
+def html_report(segmentation: Segmentation, reference: sitk.Image | None, summary: dict | None = None) -> str:
+    """The QA page; ``summary`` (of ``segment``) supplies the Dice and slice agreement already computed."""
     if segmentation.task == "abdominal":
         return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"])
-    text, _ = cardiac_report(segmentation.result, segmentation.card, lge=segmentation.images.get("LGE"),
-                             cine=segmentation.images.get("cine"), reference=reference)
+    summary = summary or {}
+    text, _ = cardiac_report(segmentation.result, segmentation.card, lge=segmentation.images.get("LGE"), cine=segmentation.images.get("cine"),
+                             reference=reference, scores=summary.get("dice"), agreement=summary.get("slice_agreement"))
     return text
 
 
@@ -160,7 +162,7 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
             write_image(item, path)
         outputs[name.split(".")[0]] = str(path)
     if args.report:
-        write_text(args.out / "report.html", html_report(segmentation, reference))
+        write_text(args.out / "report.html", html_report(segmentation, reference, summary))
         outputs["report"] = str(args.out / "report.html")
     summary["outputs"] = outputs
     write_text(args.out / "segment.json", json.dumps(summary, indent=1) + "\n")
