@@ -124,7 +124,24 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_panel_follows_its_parameter_node()
+        self.setUp()
         self.test_segment_phantom_ct()
+
+    def test_panel_follows_its_parameter_node(self):
+        """The .ui and the parameter node wired together in real Slicer; the modality guess shown for a volume."""
+        from crossmodal import mrml
+        from crossmodal.phantoms import abdominal_volume
+
+        widget = slicer.util.getModuleWidget("DualStreamSeg")
+        widget.enter()
+        volume = mrml.image_to_volume_node(abdominal_volume("MR", seed=2)[0], slicer.mrmlScene, "T2")
+        widget._parameterNode.inputVolume = volume
+        self.assertIs(widget.ui.inputSelector.currentNode(), volume)
+        self.assertIn("MR", widget.ui.guessLabel.text)
+        widget.ui.modalitySelector.setCurrentText("CT")
+        self.assertEqual(widget._parameterNode.modality, "CT")
+        self.assertGreaterEqual(widget.ui.modelSelector.count, 1)  # the bundled model at least
 
     def test_segment_phantom_ct(self):
         from crossmodal import mrml

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Union
 
 import slicer
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSequenceNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -41,7 +41,8 @@ class MultiModalSeg(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MultiModalSegParameterNode:
-    cineVolume: vtkMRMLScalarVolumeNode
+    cineVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode]  # noqa: UP007 - the wrapper reads typing.Union only
+    cineFrame: Annotated[int, WithinRange(0, 999)] = 0
     lgeVolume: vtkMRMLScalarVolumeNode
     referenceSegmentation: vtkMRMLSegmentationNode
     anatomyChannel: Annotated[int, WithinRange(1, 8)] = 1
@@ -62,18 +63,38 @@ class MultiModalSegWidget(SegmentationPanel):
         self.outputs = None
         self.run = None
         self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
+        self.ui.cineSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCineChanged)
         self.ui.anatomyChannelSpinBox.connect("valueChanged(int)", self.onAnatomyChannel)
         self.ui.showAlignedCineCheckBox.connect("toggled(bool)", self.onShowAlignedCine)
 
     # --- segmentation -----------------------------------------------------------------------
+
+    def onCineChanged(self, node) -> None:
+        """A cine sequence needs a frame: enable the frame choice, bounded by its number of frames."""
+        isSequence = node is not None and node.IsA("vtkMRMLSequenceNode")
+        self.ui.cineFrameSpinBox.enabled = isSequence
+        if isSequence:
+            self.ui.cineFrameSpinBox.maximum = max(0, node.GetNumberOfDataNodes() - 1)
+
+    def cineShown(self):
+        """The scene node that shows the chosen cine: the volume, or the proxy of the sequence at the chosen frame."""
+        cine = self._parameterNode.cineVolume
+        if cine is None or not cine.IsA("vtkMRMLSequenceNode"):
+            return cine
+        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(cine)
+        if browser is None:
+            return None
+        browser.SetSelectedItemNumber(self._parameterNode.cineFrame)
+        return browser.GetProxyNode(cine)
 
     def onSegment(self) -> None:
         if not ensure_dependencies():
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            self.run = self.cardiac.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, model=self.ui.modelSelector.currentData,
-                                            device=self.ui.deviceSelector.currentData, python=python_executable())
+            self.run = self.cardiac.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, cine_frame_index=p.cineFrame,
+                                            model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
+                                            python=python_executable())
             self.status(_("Segmenting in the background ..."))
             self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished)
 
@@ -122,7 +143,7 @@ class MultiModalSegWidget(SegmentationPanel):
         p = self._parameterNode
         layoutManager = slicer.app.layoutManager()
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        for view, volume in (("Red", p.lgeVolume), ("Yellow", p.cineVolume)):
+        for view, volume in (("Red", p.lgeVolume), ("Yellow", self.cineShown())):
             widget = layoutManager.sliceWidget(view)
             if widget is not None and volume is not None:
                 widget.mrmlSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
@@ -152,7 +173,27 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_panel_follows_its_parameter_node()
+        self.setUp()
         self.test_segment_phantom_pair()
+
+    def test_panel_follows_its_parameter_node(self):
+        """The .ui, the parameter node and the cine-sequence frame choice, wired together in real Slicer."""
+        widget = slicer.util.getModuleWidget("MultiModalSeg")
+        widget.enter()
+        lge = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "LGE")
+        widget._parameterNode.lgeVolume = lge
+        self.assertIs(widget.ui.lgeSelector.currentNode(), lge)
+        sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "cine sequence")
+        for frame in range(3):
+            sequence.SetDataNodeAtValue(slicer.vtkMRMLScalarVolumeNode(), str(frame))
+        widget.ui.cineSelector.setCurrentNode(sequence)
+        self.assertIs(widget._parameterNode.cineVolume, sequence)
+        self.assertTrue(widget.ui.cineFrameSpinBox.enabled)
+        self.assertEqual(widget.ui.cineFrameSpinBox.maximum, 2)
+        widget.ui.cineFrameSpinBox.value = 2
+        self.assertEqual(widget._parameterNode.cineFrame, 2)
+        self.assertGreaterEqual(widget.ui.modelSelector.count, 1)  # the bundled model at least
 
     def test_segment_phantom_pair(self):
         import numpy as np

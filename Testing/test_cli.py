@@ -15,7 +15,7 @@ from conftest import TINY_MMSDNET, write_config
 
 from crossmodal.cli import EXIT_INPUT_ERROR, main
 from crossmodal.geometry import Grid
-from crossmodal.image_io import write_image
+from crossmodal.image_io import read_image, write_image
 from crossmodal.phantoms import abdominal_volume, cardiac_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +119,7 @@ def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, 
         (["--lge", "{lge}", "--model", "tiny-v4"], "is a DualStreamFCN model (for abdominal images); the cardiac task needs a MMSDNet model"),
         (["--image", "{lge}", "--model", "tiny-mmsdnet"], "is a MMSDNet model (for cardiac images)"),
         (["--lge", "{ct}"], "as a CT in HU; the LGE must be a cardiac MR image"),
+        (["--image", "{ct_slice}"], "ct_slice.nii.gz: is 1 voxel(s), 5 mm, along its K axis: a slice, not a volume"),
         (["--lge", "{lge}", "--image", "{ct}"], "cannot be combined"),
         (["--cine", "{cine}", "--report"], "the cardiac QA report shows the LGE"),
         (["--lge", "{lge}", "--device", "cuda"], "no CUDA device is available"),
@@ -128,7 +129,8 @@ def test_segment_refuses_bad_input_in_one_line(catalog, pair, tmp_path, capsys, 
     if "cuda" in arguments and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")
     ct = write_image(abdominal_volume("CT", seed=1)[0], tmp_path / "ct.nii.gz")
-    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct}
+    ct_slice = write_image(read_image(ct)[:, :, 5:6], tmp_path / "ct_slice.nii.gz")
+    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct, "ct_slice": ct_slice}
     code = main(["segment", *(a.format(**values) for a in arguments), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == EXIT_INPUT_ERROR and message in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip in
 
 from crossmodal import module_logic, mrml  # noqa: E402
 from crossmodal.errors import InputError  # noqa: E402
+from crossmodal.image_io import read_image  # noqa: E402
 from crossmodal.phantoms import abdominal_volume, cardiac_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,41 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     assert not run.folder.exists()
 
 
+def cine_sequence(scene, cine: sitk.Image, frames: int):
+    """A cine sequence as Slicer holds a 4-D cine: one volume per frame (here the cine scaled by frame + 1)."""
+    sequence = slicer.vtkMRMLSequenceNode()
+    scene.AddNode(sequence)
+    sequence.SetName("cine sequence")
+    for frame in range(frames):
+        volume = mrml.image_to_volume_node(sitk.Cast(cine, sitk.sitkFloat32) * (frame + 1.0), scene, f"phase {frame}")
+        sequence.SetDataNodeAtValue(volume, str(frame))  # the sequence keeps its own copy
+        scene.RemoveNode(volume)
+    return sequence
+
+
+def test_a_cine_sequence_is_used_at_the_chosen_frame(cardiac_scene):
+    scene, nodes, pair = cardiac_scene
+    sequence = cine_sequence(scene, pair.cine, frames=3)
+    logic = MultiModalSegLogic()
+    run = logic.segment(nodes["lge"], sequence, cine_frame_index=1, model="tiny-mmsdnet", device="cpu")
+    exported = read_image(run.folder / "cine.nrrd")
+    assert np.allclose(sitk.GetArrayViewFromImage(exported), 2.0 * sitk.GetArrayViewFromImage(pair.cine))  # frame 1, not the first
+    assert np.allclose(exported.GetOrigin(), pair.cine.GetOrigin()) and np.allclose(exported.GetDirection(), pair.cine.GetDirection())
+    assert run.job.wait(timeout=300) == 0, run.job.failure()
+    outputs = logic.load_results(run, scene)
+    logic.discard(run)
+    assert outputs.aligned_cine.GetName() == "cine sequence frame 1 aligned to LGE"
+    assert sequence.GetNumberOfDataNodes() == 3  # the input sequence is untouched
+    with pytest.raises(InputError, match=r"cine sequence: has 3 frames \(0..2\); frame 3 does not exist"):
+        logic.segment(nodes["lge"], sequence, cine_frame_index=3)
+    transforms = slicer.vtkMRMLSequenceNode()
+    scene.AddNode(transforms)
+    transforms.SetName("motion")
+    transforms.SetDataNodeAtValue(slicer.vtkMRMLTransformNode(), "0")
+    with pytest.raises(InputError, match="motion: holds vtkMRMLTransformNode, not cine volumes"):
+        logic.segment(nodes["lge"], transforms)
+
+
 def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_scene):
     scene, nodes, _ = cardiac_scene
     far = sitk.Image(cardiac_pair(seed=41).cine)  # the same orientation as the LGE, 9 m away
@@ -86,6 +123,38 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
     assert node_names(scene) == names
     with pytest.raises(InputError, match="no LGE volume is selected"):
         logic.segment(None, nodes["cine"])
+
+
+@pytest.mark.parametrize(
+    ("module", "change", "message"),
+    [
+        ("MultiModalSeg", {"model": "tiny-v4"}, "is a DualStreamFCN model (for abdominal images)"),
+        ("MultiModalSeg", {"device": "cuda"}, "no CUDA device is available"),
+        ("DualStreamSeg", {"model": "tiny-mmsdnet"}, "is a MMSDNet model (for cardiac images)"),
+        ("DualStreamSeg", {"slice": True}, "a slice, not a volume"),
+        ("DualStreamSeg", {"cancel": True}, "cancelled"),
+    ],
+)
+def test_a_failed_or_cancelled_run_explains_itself_and_leaves_the_scene_alone(catalog, module, change, message):
+    if change.get("device") == "cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    scene = slicer.vtkMRMLScene()
+    options = {"model": change.get("model", "tiny-mmsdnet" if module == "MultiModalSeg" else "tiny-v4"), "device": change.get("device", "cpu")}
+    if module == "MultiModalSeg":
+        pair = cardiac_pair(seed=43)
+        logic, inputs = MultiModalSegLogic(), [mrml.image_to_volume_node(pair.lge, scene, "LGE"), mrml.image_to_volume_node(pair.cine, scene, "cine")]
+    else:
+        image, _ = abdominal_volume("CT", seed=9)
+        logic, inputs = DualStreamSegLogic(), [mrml.image_to_volume_node(image[:, :, 5:6] if change.get("slice") else image, scene, "CT")]
+    names, before = node_names(scene), [checksum(node) for node in inputs]
+    run = logic.segment(*inputs, **options)
+    if change.get("cancel"):
+        run.job.cancel()
+    assert run.job.wait(timeout=300) != 0
+    with pytest.raises(InputError, match=re.escape(message)):
+        logic.load_results(run, scene)
+    logic.discard(run)
+    assert node_names(scene) == names and [checksum(node) for node in inputs] == before
 
 
 def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):

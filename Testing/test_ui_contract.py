@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("MultiModalSeg", "DualStreamSeg")
 
 WIDGETS_FOR_TYPE = {
-    # The GUI connectors of slicer.parameterNodeWrapper in Slicer 5.6 (guiConnectors.py): an int cannot
+    # The GUI connectors of slicer.parameterNodeWrapper in Slicer 5.10 (guiConnectors.py): an int cannot
     # go to a ctkSliderWidget, a float in a ctkSliderWidget must be bounded, a str in a QComboBox needs a Choice.
     "bool": {"QCheckBox", "QPushButton"},
     "int": {"QSpinBox", "QSlider"},
@@ -28,12 +28,24 @@ WIDGETS_FOR_TYPE = {
     "Path": {"ctkPathLineEdit", "ctkDirectoryButton"},
 }
 SLICER_NAMES = {
-    # Slicer 5.6 (the documented minimum) has all of these.
-    "slicer": {"vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"},
+    # Slicer 5.10 (the documented minimum: the first with Python 3.12, which the engine and PyTorch need) has all of
+    # these; each was looked up in the v5.10.0 source. A name missing here fails the test until it has been checked.
+    "slicer": {"vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLSequenceNode"},
     "slicer.i18n": {"tr", "translate"},
     "slicer.parameterNodeWrapper": {"parameterNodeWrapper", "WithinRange", "Choice"},
     "slicer.ScriptedLoadableModule": {"ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest", "ScriptedLoadableModuleWidget"},
     "slicer.util": {"VTKObservationMixin"},
+}
+SLICER_ATTRIBUTES = {
+    # slicer.<...> chains the GUI code uses (the MRML calls of the logic run on real MRML in test_module_logic).
+    "slicer.app.applicationLogic", "slicer.app.layoutManager", "slicer.app.processEvents", "slicer.app.slicerHome",
+    "slicer.dicomDatabase", "slicer.dicomDatabase.fileForInstance", "slicer.dicomDatabase.fileValue",
+    "slicer.modules.plots.logic", "slicer.modules.sequences.logic",
+    "slicer.mrmlScene", "slicer.mrmlScene.AddNewNodeByClass", "slicer.mrmlScene.Clear", "slicer.mrmlScene.EndCloseEvent", "slicer.mrmlScene.StartCloseEvent",
+    "slicer.util.childWidgetVariables", "slicer.util.confirmOkCancelDisplay", "slicer.util.errorDisplay", "slicer.util.getModuleWidget",
+    "slicer.util.loadUI",
+    "slicer.util.pip_install", "slicer.util.setSliceViewerLayers", "slicer.util.tryWithErrorDisplay",
+    "slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView", "slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView",
 }
 
 
@@ -65,18 +77,22 @@ def used_ui_names(tree: ast.Module) -> set[str]:
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
 
 
-def parameters_of(tree: ast.Module) -> dict[str, tuple[str, set[str]]]:
-    """The parameterNodeWrapper class's fields -> (their annotation's base type name, its validators' names)."""
+def parameters_of(tree: ast.Module) -> dict[str, tuple[list[str], set[str]]]:
+    """The parameterNodeWrapper class's fields -> (their type names: one, or the members of a Union; their validators' names)."""
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list):
             fields = {}
             for statement in node.body:
                 if isinstance(statement, ast.AnnAssign):
                     annotation, validators = statement.annotation, set()
-                    if isinstance(annotation, ast.Subscript):  # Annotated[base, validator(...), ...]
+                    if isinstance(annotation, ast.Subscript) and annotation.value.id == "Annotated":  # Annotated[base, validator(...), ...]
                         annotation, *extra = annotation.slice.elts
                         validators = {v.func.id for v in extra if isinstance(v, ast.Call)}
-                    fields[statement.target.id] = (annotation.id, validators)
+                    if isinstance(annotation, ast.Subscript) and annotation.value.id == "Union":  # Union[node type, node type]
+                        kinds = [member.id for member in annotation.slice.elts]
+                    else:
+                        kinds = [annotation.id]
+                    fields[statement.target.id] = (kinds, validators)
             return fields
     raise AssertionError("no @parameterNodeWrapper class")
 
@@ -93,11 +109,12 @@ def test_every_parameter_has_a_widget_of_a_fitting_class(module):
     classes, connected, node_types = ui_widgets(module)
     fields = parameters_of(module_source(module))
     assert set(connected) == set(fields), f"parameters without widget: {set(fields) - set(connected)}; unknown SlicerParameterName: {set(connected) - set(fields)}"
-    for parameter, (kind, validators) in fields.items():
+    for parameter, (kinds, validators) in fields.items():
         widget = connected[parameter]
-        if kind.startswith("vtkMRML"):
-            assert classes[widget] == "qMRMLNodeComboBox" and node_types[widget] == [kind], parameter
+        if kinds[0].startswith("vtkMRML"):
+            assert classes[widget] == "qMRMLNodeComboBox" and node_types[widget] == kinds, parameter
             continue
+        (kind,) = kinds
         assert classes[widget] in WIDGETS_FOR_TYPE[kind], f"{parameter}: {kind} in a {classes[widget]}"
         if classes[widget] in ("ctkSliderWidget", "QSlider"):
             assert "WithinRange" in validators, f"{parameter}: a slider needs a bounded value"
@@ -114,6 +131,27 @@ def test_the_module_uses_only_slicer_names_of_the_documented_version(module):
     for name, names in imported.items():
         assert names <= SLICER_NAMES.get(name, set()), f"{module} imports {names - SLICER_NAMES.get(name, set())} from {name}"
     compile((ROOT / module / f"{module}.py").read_text(), f"{module}.py", "exec")
+
+
+def slicer_chains(tree: ast.AST) -> set[str]:
+    """Every ``slicer.a.b...`` attribute chain in ``tree``, at its longest (up to a call or a subscript)."""
+    chains = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            parts, inner = [], node
+            while isinstance(inner, ast.Attribute):
+                parts.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id == "slicer":
+                chains.add(".".join(["slicer", *reversed(parts)]))
+    return {c for c in chains if not any(other.startswith(c + ".") for other in chains)}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_gui_code_uses_only_slicer_attributes_checked_against_the_documented_version(module):
+    used = slicer_chains(module_source(module)) | slicer_chains(ast.parse(PANEL.read_text()))
+    unchecked = used - SLICER_ATTRIBUTES - {f"slicer.{name}" for name in SLICER_NAMES["slicer"]}
+    assert not unchecked, f"check these against the Slicer 5.10 source, then list them: {sorted(unchecked)}"
 
 
 @pytest.mark.parametrize(("module", "config"), [("MultiModalSeg", "mmsdnet-mscmrseg"), ("DualStreamSeg", "dualstream-v4-abdomen")])

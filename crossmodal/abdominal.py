@@ -23,6 +23,9 @@ from crossmodal.intensity import CT_AIR_HU, zscore
 MODALITIES = ("MR", "CT")
 SPACING_MM = 2.0
 BODY_MARGIN_MM = 10.0
+MIN_THICKNESS_MM = 10 * SPACING_MM
+"""A volume thinner than this (10 voxels of the network's grid) along any axis is a slice or a thin slab, not a
+volume the 3-D FCN can segment."""
 INFERENCE_WINDOW = 96
 """Sliding-window edge (voxels) at inference. The network is fully convolutional, so windows larger than
 the training patches see more context and cut the number of windows (and the run time) several-fold."""
@@ -74,6 +77,11 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
     if image.GetDimension() != 3:
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
+    extent = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
+    if extent.min() < MIN_THICKNESS_MM:
+        axis = int(extent.argmin())
+        raise InputError(source, f"is {image.GetSize()[axis]} voxel(s), {extent[axis]:.0f} mm, along its {'IJK'[axis]} axis: a slice, not a volume; "
+                                 f"the 3-D dual-stream FCN needs at least {MIN_THICKNESS_MM:.0f} mm along every axis")
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise InputError(source, "contains NaN or infinite values")
     if modality == "CT":  # first of all, so that a raw and a windowed copy of a CT are prepared alike

@@ -21,6 +21,9 @@ from pathlib import Path
 
 STDERR_LINES = 200
 """How much of the child's stderr is kept for the log (the tail of it)."""
+STOP_SIGNALS = (signal.SIGTERM, *((signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()))
+"""What :meth:`ChildJob.cancel` sends and the child treats as "stop": SIGTERM, and on Windows the Ctrl-Break
+of the child's own process group (SIGBREAK), which is all a console child can be sent there."""
 
 
 class ChildJob:
@@ -33,8 +36,10 @@ class ChildJob:
         environment = {**os.environ, **(env or {})}
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, environment.get("PYTHONPATH", "")) if p)
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                        env=environment, cwd=cwd)
+                                        env=environment, cwd=cwd,
+                                        creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0)
         self.events: list[dict] = []
+        self.cancelled = False
         self.stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._queue: queue.Queue[dict] = queue.Queue()
         self._readers = [threading.Thread(target=self._read_events, daemon=True), threading.Thread(target=self._read_stderr, daemon=True)]
@@ -86,6 +91,7 @@ class ChildJob:
         """Ask the child to stop (SIGTERM); kill it if it is still there after ``grace_seconds``."""
         if not self.running:
             return
+        self.cancelled = True
         self.process.send_signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
         timer = threading.Timer(grace_seconds, lambda: self.running and self.process.kill())
         timer.daemon = True
@@ -104,5 +110,7 @@ class ChildJob:
         error = self.last("error")
         if error is not None:
             return error["message"]
+        if self.cancelled:  # stopped before the child could say so (e.g. while it was still starting)
+            return "cancelled; no output was written"
         tail = [line for line in self.stderr if line.strip()]
         return f"the process ended with exit code {code}" + (f": {tail[-1]}" if tail else "")

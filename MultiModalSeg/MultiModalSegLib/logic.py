@@ -46,6 +46,8 @@ class CardiacRun:
     folder: Path
     lge: object
     cine: object | None
+    """The cine volume used: the selected volume, or the chosen frame of a selected sequence."""
+    cine_name: str
     reference: object | None
 
 
@@ -61,6 +63,23 @@ class CardiacOutputs:
     flagged_slices: list[int] = field(default_factory=list)
 
 
+def cine_frame(cine, frame: int = 0) -> tuple[object | None, str]:
+    """The cine volume to segment with, and its name: ``cine`` itself, or frame ``frame`` of a cine sequence.
+
+    A 4-D cine loaded in Slicer is a sequence node of 3-D volumes (one per cardiac phase); MMSDNet pairs
+    one phase, usually end-diastole, with the LGE.
+    """
+    if cine is None or not cine.IsA("vtkMRMLSequenceNode"):
+        return cine, cine.GetName() if cine is not None else ""
+    count = cine.GetNumberOfDataNodes()
+    if not 0 <= frame < count:
+        raise InputError(cine.GetName(), f"has {count} frames (0..{count - 1}); frame {frame} does not exist")
+    volume = cine.GetNthDataNode(frame)
+    if volume is None or not volume.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError(cine.GetName(), f"holds {cine.GetDataNodeClassName() or 'nothing'}, not cine volumes")
+    return volume, f"{cine.GetName()} frame {frame}"
+
+
 def reference_labels(reference, lge) -> sitk.Image:
     """A reference (labelmap volume, or segmentation with myocardium / LV / RV segments) as MS-CMRSeg values on the LGE grid."""
     if reference.IsA("vtkMRMLSegmentationNode"):
@@ -69,10 +88,15 @@ def reference_labels(reference, lge) -> sitk.Image:
 
 
 class MultiModalSegLogic:
-    def segment(self, lge, cine=None, reference=None, *, model: str | None = None, device: str = "auto", python: str | None = None) -> CardiacRun:
-        """Write the inputs out and start ``crossmodal segment`` on them; returns at once."""
+    def segment(self, lge, cine=None, reference=None, *, cine_frame_index: int = 0, model: str | None = None, device: str = "auto",
+                python: str | None = None) -> CardiacRun:
+        """Write the inputs out and start ``crossmodal segment`` on them; returns at once.
+
+        ``cine`` is a volume or a cine sequence, of which frame ``cine_frame_index`` is used.
+        """
         if lge is None:
             raise InputError("LGE", "no LGE volume is selected")
+        cine, cine_name = cine_frame(cine, cine_frame_index)
         folder = module_logic.work_folder("multimodalseg")
         paths = module_logic.export_inputs({"LGE": lge, **({"cine": cine} if cine is not None else {})}, folder)
         if reference is not None:
@@ -84,7 +108,7 @@ class MultiModalSegLogic:
             arguments += ["--reference", str(paths["reference"])]
         if model:
             arguments += ["--model", model]
-        return CardiacRun(module_logic.start(arguments, python, device), folder, lge, cine, reference)
+        return CardiacRun(module_logic.start(arguments, python, device), folder, lge, cine, cine_name, reference)
 
     def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
         """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
@@ -117,7 +141,7 @@ class MultiModalSegLogic:
         if "tps_lge_to_cine" in files and run.cine is not None:
             outputs.transform = module_logic.read_transform(files["tps_lge_to_cine"], scene, f"{base} MMSDNet TPS alignment", key)
             cine = mrml.volume_node_to_image(run.cine)
-            outputs.aligned_cine = module_logic.mark(mrml.image_to_volume_node(cine, scene, f"{run.cine.GetName()} aligned to {base}"), key)
+            outputs.aligned_cine = module_logic.mark(mrml.image_to_volume_node(cine, scene, f"{run.cine_name} aligned to {base}"), key)
             outputs.aligned_cine.SetAndObserveTransformNodeID(outputs.transform.GetID())
         summary = json.loads((run.folder / "out" / "segment.json").read_text())
         if "dice" in summary:

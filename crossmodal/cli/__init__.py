@@ -17,6 +17,7 @@ from collections.abc import Callable
 from crossmodal import __version__
 from crossmodal.errors import InputError
 from crossmodal.events import Events, make_events
+from crossmodal.jobs import STOP_SIGNALS
 from crossmodal.training.trainer import TrainingStopped
 
 EXIT_OK = 0
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     events.capture_warnings()
     events.start(args.command)
     run: Callable[[argparse.Namespace, Events], int] = args.run
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {s: signal.signal(s, _terminate) for s in STOP_SIGNALS}
     try:
         return run(args, events)
     except InputError as error:
@@ -82,4 +83,5 @@ def main(argv: list[str] | None = None) -> int:
         events.error(f"internal error: {type(error).__name__}: {error}", EXIT_INTERNAL_ERROR)
         return EXIT_INTERNAL_ERROR
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -23,6 +23,7 @@ from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, writable_folder
+from crossmodal.jobs import STOP_SIGNALS
 from crossmodal.training import distributed
 from crossmodal.training.recipes import read_recipe
 from crossmodal.training.trainer import Checkpointing, train
@@ -61,7 +62,7 @@ class StopRequest:
         def request(signum: int, frame: object) -> None:
             self.requested = True
 
-        previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, request) for s in (signal.SIGINT, *STOP_SIGNALS)}
         try:
             yield self
         finally:
