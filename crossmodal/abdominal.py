@@ -9,6 +9,7 @@ put back onto the input's own grid class by class, so memory stays bounded on la
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,15 @@ def body_box(image: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+def require_volume(size: Sequence[int], spacing: Sequence[float], source: str) -> None:
+    """Refuse a 2-D slice or a thin slab (by its voxel count and spacing) before any work is done on it."""
+    extent = np.asarray(size) * np.asarray(spacing)
+    if extent.min() < MIN_THICKNESS_MM:
+        axis = int(extent.argmin())
+        raise InputError(source, f"is {size[axis]} voxel(s), {extent[axis]:.0f} mm, along its {'IJK'[axis]} axis: a slice, not a volume; "
+                                 f"the 3-D dual-stream FCN needs at least {MIN_THICKNESS_MM:.0f} mm along every axis")
+
+
 def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM,
                    ct_window: tuple[float, float] | None = None, source: str = "image") -> PreparedVolume:
     """Resample onto the LPS-aligned ``spacing_mm`` grid over the field of view, crop to the body, normalise.
@@ -77,11 +87,7 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
     if image.GetDimension() != 3:
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
-    extent = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
-    if extent.min() < MIN_THICKNESS_MM:
-        axis = int(extent.argmin())
-        raise InputError(source, f"is {image.GetSize()[axis]} voxel(s), {extent[axis]:.0f} mm, along its {'IJK'[axis]} axis: a slice, not a volume; "
-                                 f"the 3-D dual-stream FCN needs at least {MIN_THICKNESS_MM:.0f} mm along every axis")
+    require_volume(image.GetSize(), image.GetSpacing(), source)
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise InputError(source, "contains NaN or infinite values")
     if modality == "CT":  # first of all, so that a raw and a windowed copy of a CT are prepared alike

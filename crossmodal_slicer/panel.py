@@ -19,7 +19,10 @@ from slicer.util import VTKObservationMixin
 from crossmodal import module_logic
 
 PINNED = {"monai": "monai==1.6.1"}
-"""Packages the engine needs beyond what Slicer ships (numpy, SimpleITK) and PyTorch."""
+"""Packages the engine needs beyond what Slicer ships (numpy, scipy, SimpleITK) and PyTorch."""
+TORCH_REQUIREMENT = ">=2.6"
+"""The oldest PyTorch the engine is meant for (it is tested with the 2.13 of pyproject.toml); the PyTorch
+extension picks the newest build matching the GPU driver above it."""
 
 
 def ensure_dependencies() -> bool:
@@ -37,9 +40,9 @@ def ensure_dependencies() -> bool:
             try:
                 import PyTorchUtils  # the PyTorch extension
 
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
             except ImportError:
-                slicer.util.pip_install("torch")
+                slicer.util.pip_install(f"torch{TORCH_REQUIREMENT}")
         for name in PINNED:
             if name in missing:
                 slicer.util.pip_install(f"{PINNED[name]} --no-deps")

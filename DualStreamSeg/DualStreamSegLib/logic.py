@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossmodal import module_logic, mrml
-from crossmodal.abdominal import MODALITIES
+from crossmodal.abdominal import MODALITIES, require_volume
 from crossmodal.abdominal_inference import guess_modality
 from crossmodal.catalog import user_models_folder
 from crossmodal.errors import InputError
@@ -51,6 +51,9 @@ class DualStreamSegLogic:
     def segment(self, volume, *, modality: str | None = None, model: str | None = None, device: str = "auto", python: str | None = None) -> AbdominalRun:
         if volume is None:
             raise InputError("volume", "no CT or MR volume is selected")
+        if volume.GetImageData() is None:
+            raise InputError(volume.GetName(), "holds no image data")
+        require_volume(volume.GetImageData().GetDimensions(), volume.GetSpacing(), volume.GetName())
         if modality is not None and modality not in MODALITIES:
             raise InputError("modality", f"must be one of {', '.join(MODALITIES)}")
         folder = module_logic.work_folder("dualstreamseg")
