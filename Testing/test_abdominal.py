@@ -5,7 +5,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import labels_on_source, looks_like, predict_probabilities, prepare_volume
+from crossmodal.abdominal import labels_on_source, looks_like, prepare_volume
+from crossmodal.abdominal_inference import predict_probabilities
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid, resample
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig

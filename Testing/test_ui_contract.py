@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -164,3 +166,13 @@ def test_panel_training_uses_the_bundled_models_recipe(module, config):
     bundled = json.loads((ROOT / "configs" / f"{config}.json").read_text())
     for key, value in logic.TRAINING_RECIPE.items():
         assert bundled[key] == value, key
+
+
+def test_the_modules_load_before_pytorch_is_installed():
+    """Slicer imports each module's files at startup, before a panel has had a chance to offer installing
+    PyTorch and MONAI: nothing the modules import at load time (their Lib, the catalog) may need them."""
+    code = ("import sys; import MultiModalSegLib, DualStreamSegLib; from crossmodal.module_logic import models_for; models_for('MMSDNet'); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai')); assert not heavy, heavy[:5]")
+    path = os.pathsep.join(str(p) for p in (ROOT, ROOT / "MultiModalSeg", ROOT / "DualStreamSeg"))
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

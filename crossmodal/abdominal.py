@@ -1,9 +1,10 @@
-"""Abdominal CT / MR for the dual-stream FCN: preprocessing onto a 2 mm body crop, and inference back.
+"""Abdominal CT / MR for the dual-stream FCN: the modality, preprocessing onto a 2 mm body crop, and labels back.
 
 As the paper: resample to 2 mm isotropic, crop to the body (label-free, so that inference can do
 the same), CT clipped below -1000 HU then z-scored, MR z-scored (statistics inside the body).
-Predictions are made with MONAI's sliding-window inference (Gaussian-weighted overlap blending) and
-put back onto the input's own grid class by class, so memory stays bounded on large volumes.
+Class probabilities go back onto the input's own grid class by class, so memory stays bounded on
+large volumes. Nothing here needs PyTorch: the Slicer panel checks and guesses with it before
+PyTorch is installed (the network's part is :mod:`crossmodal.abdominal_inference`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.inferers import sliding_window_inference
 
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid, resample
@@ -27,9 +26,6 @@ BODY_MARGIN_MM = 10.0
 MIN_THICKNESS_MM = 10 * SPACING_MM
 """A volume thinner than this (10 voxels of the network's grid) along any axis is a slice or a thin slab, not a
 volume the 3-D FCN can segment."""
-INFERENCE_WINDOW = 96
-"""Sliding-window edge (voxels) at inference. The network is fully convolutional, so windows larger than
-the training patches see more context and cut the number of windows (and the run time) several-fold."""
 
 
 @dataclass
@@ -48,6 +44,17 @@ class PreparedVolume:
 def looks_like(array: np.ndarray) -> str:
     """The modality an intensity range suggests: CT has negative values (air, fat), MR magnitudes do not."""
     return "CT" if float(np.min(array)) < -50 else "MR"
+
+DICOM_MODALITY_TAG = "0008|0060"
+
+
+def guess_modality(image: sitk.Image) -> tuple[str, str]:
+    """(modality, how it was decided): the DICOM Modality tag when the image carries it, else the intensity range."""
+    if image.HasMetaDataKey(DICOM_MODALITY_TAG):
+        tag = image.GetMetaData(DICOM_MODALITY_TAG).strip().upper()
+        if tag in ("CT", "MR"):
+            return tag, "DICOM tag"
+    return looks_like(sitk.GetArrayViewFromImage(image)), "intensities"
 
 
 def body_box(image: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,17 +122,6 @@ def otsu_threshold(array: np.ndarray) -> float:
     otsu = sitk.OtsuThresholdImageFilter()
     otsu.Execute(sitk.GetImageFromArray(array))
     return float(otsu.GetThreshold())
-
-
-@torch.no_grad()
-def predict_probabilities(network: torch.nn.Module, stream: int, prepared: PreparedVolume, *, window: int = INFERENCE_WINDOW,
-                          overlap: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 1) -> np.ndarray:
-    """Class probabilities (classes, z, y, x) float32 on the prepared grid, by overlapping Gaussian-blended windows."""
-    network = network.to(device).eval()
-    volume = torch.from_numpy(prepared.image)[None, None].to(device)
-    logits = sliding_window_inference(volume, (window,) * 3, batch_size, lambda x: network(x, stream), overlap=overlap,
-                                      mode="gaussian", padding_mode="constant", cval=float(prepared.image.min()))
-    return torch.softmax(logits[0], dim=0).float().cpu().numpy()
 
 
 def labels_on_source(prepared: PreparedVolume, probabilities: np.ndarray) -> sitk.Image:

@@ -3,7 +3,8 @@
 The card's sha256 of ``model.pt`` is checked before every load, and weights are read with
 ``torch.load(weights_only=True)`` only, so a bundle can carry no code. The card is what the CLI and
 the Slicer modules show a user: architecture, input modalities and preprocessing, labels with
-names and colours, training data and validation metrics.
+names and colours, training data and validation metrics. Cards are read without PyTorch (the Slicer
+panels list models before it is installed); weights import it when they are saved or loaded.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from crossmodal.errors import InputError
 from crossmodal.image_io import atomic_output
 from crossmodal.labels import LabelSet
+
+if TYPE_CHECKING:
+    import torch
 
 CARD, WEIGHTS = "card.json", "model.pt"
 
@@ -53,6 +56,8 @@ def sha256_of(path: Path) -> str:
 
 def save_bundle(folder: Path, network: torch.nn.Module, card: ModelCard) -> ModelCard:
     """Write ``model.pt`` then ``card.json`` (with the weights' sha256) atomically; returns the final card."""
+    import torch
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder / WEIGHTS) as partial:
@@ -78,6 +83,8 @@ def read_card(folder: Path) -> ModelCard:
 
 def load_bundle(folder: Path, device: torch.device | str = "cpu") -> tuple[ModelCard, torch.nn.Module]:
     """Check the hash, read the weights safely, build the network in eval mode on ``device``."""
+    import torch
+
     card = read_card(folder)
     weights = Path(folder) / WEIGHTS
     if not weights.is_file():

@@ -27,11 +27,9 @@ from crossmodal.cardiac_inference import CardiacResult, displacement_transform
 from crossmodal.geometry import Grid, resample
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.metrics import dice, surface_distances
+from crossmodal.qa import Scores, disagreeing_slices, reference_rows, slice_dice
 
-DISAGREEMENT_FLAG = 0.8
-"""Slices whose LGE-only and fused foreground masks overlap less than this (Dice) are flagged."""
 GRID_STEP_PX = 8
-ANATOMY_CHANNELS = 8
 
 Colours = dict[int, tuple[float, float, float]]
 
@@ -131,12 +129,6 @@ def deformation_grid(result: CardiacResult, index: int, background: np.ndarray) 
     return out
 
 
-def slice_dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
-
-
 def slice_agreement(result: CardiacResult) -> list[float | None]:
     """Per LGE slice: Dice of the LGE-only and fused foregrounds (None where no cine slice was paired)."""
     if "fused LGE" not in result.masks:
@@ -145,11 +137,7 @@ def slice_agreement(result: CardiacResult) -> list[float | None]:
             if s.paired else None for s in result.stack.slices]
 
 
-def disagreeing_slices(agreement: list[float | None]) -> list[int]:
-    return [i for i, a in enumerate(agreement) if a is not None and a < DISAGREEMENT_FLAG]
-
-
-def reference_scores(result: CardiacResult, reference: sitk.Image) -> dict[str, dict[str, dict[str, float]]]:
+def reference_scores(result: CardiacResult, reference: sitk.Image) -> Scores:
     """Per LGE-grid mask (and the cine mask copied onto the LGE without alignment): Dice and HD95 per structure."""
     truth = sitk.GetArrayFromImage(reference)
     masks = {name: result.masks[name] for name in ("fused LGE", "LGE", "cine aligned to LGE") if name in result.masks}
@@ -164,14 +152,7 @@ def reference_scores(result: CardiacResult, reference: sitk.Image) -> dict[str, 
     return scores
 
 
-def reference_rows(scores: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list]]:
-    """:func:`reference_scores` as a header and one row per mask (Dice, then HD95, per structure)."""
-    names = CARDIAC_MYO_LV.names
-    rows = [[mask, *(by[n]["dice"] for n in names), *(by[n]["hd95_mm"] for n in names)] for mask, by in scores.items()]
-    return ["mask", *(f"Dice {n}" for n in names), *(f"HD95 {n} (mm)" for n in names)], rows
-
-
-def reference_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
+def reference_table(scores: Scores) -> str:
     return "<h2>Against the reference</h2>" + table(*reference_rows(scores))
 
 
@@ -215,18 +196,18 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
     summary = f"<p>{len(stack.slices)} LGE slices, {int(stack.paired.sum())} paired with a cine slice. Model {html.escape(card.id)} {html.escape(card.version)}.</p>"
     if flagged:
         summary += f'<p class="flag">Flagged slices: {", ".join(map(str, flagged))}</p>'
-    sections = [summary, *sections, anatomy_montage(result), "<h2>Slices</h2>", *slices]
+    sections = [summary, *sections, anatomy_montage(result, card.hyperparameters["anatomy_channels"]), "<h2>Slices</h2>", *slices]
     return page(title, sections), flagged
 
 
-def anatomy_montage(result: CardiacResult) -> str:
-    """The 8 binary anatomy channels of the middle LGE (and cine) slice."""
+def anatomy_montage(result: CardiacResult, channels: int) -> str:
+    """The binary anatomy channels (8 in the paper) of the middle LGE (and cine) slice."""
     middle = len(result.stack.slices) // 2
     rows = []
     for modality, anatomy in result.anatomy.items():
         plane = result.stack.slices[middle].grids[modality]
-        channels = on_plane(anatomy, plane, label=True)
-        panels = [figure(grey((channels == c + 1).astype(float)), f"{modality} channel {c + 1}") for c in range(ANATOMY_CHANNELS)]
+        labels = on_plane(anatomy, plane, label=True)
+        panels = [figure(grey((labels == c).astype(float)), f"{modality} channel {c}") for c in range(1, channels + 1)]
         rows.append(f"<div>{''.join(panels)}</div>")
     return f"<h2>Anatomy factors (slice {middle})</h2>" + "".join(rows)
 

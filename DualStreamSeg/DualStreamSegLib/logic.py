@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossmodal import module_logic, mrml
-from crossmodal.abdominal import MODALITIES, require_volume
-from crossmodal.abdominal_inference import guess_modality
+from crossmodal.abdominal import MODALITIES, guess_modality, require_volume
 from crossmodal.catalog import user_models_folder
 from crossmodal.errors import InputError
 from crossmodal.image_io import read_image

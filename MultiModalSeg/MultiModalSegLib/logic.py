@@ -28,7 +28,7 @@ from crossmodal.errors import InputError
 from crossmodal.image_io import read_image, write_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
-from crossmodal.report import ANATOMY_CHANNELS, DISAGREEMENT_FLAG, reference_rows
+from crossmodal.qa import reference_rows
 
 MODULE = "MultiModalSeg"
 TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
@@ -126,13 +126,14 @@ class MultiModalSegLogic:
             if name in files:
                 node = mrml.labelmap_to_segmentation_node(read_image(files[name]), CARDIAC_MYO_LV, scene, f"{base} MMSDNet {title}")
                 outputs.segmentations[name] = module_logic.mark(node, key)
+        summary = json.loads((run.folder / "out" / "segment.json").read_text())
         folder = module_logic.subject_folder(scene, f"{base} MMSDNet anatomy factors", key)
         for modality in ("LGE", "cine"):
             path = files.get(f"anatomy_{modality.lower()}")
             if path is not None:
                 labels = read_image(path)
                 channels = []
-                for channel in range(1, ANATOMY_CHANNELS + 1):
+                for channel in range(1, summary["anatomy_channels"] + 1):
                     binary = sitk.Cast(labels == channel, sitk.sitkUInt8)
                     node = module_logic.mark(mrml.image_to_volume_node(binary, scene, f"{base} anatomy {modality} {channel}", labelmap=True), key)
                     module_logic.place_in_folder(scene, node, folder)
@@ -143,14 +144,13 @@ class MultiModalSegLogic:
             cine = mrml.volume_node_to_image(run.cine)
             outputs.aligned_cine = module_logic.mark(mrml.image_to_volume_node(cine, scene, f"{run.cine_name} aligned to {base}"), key)
             outputs.aligned_cine.SetAndObserveTransformNodeID(outputs.transform.GetID())
-        summary = json.loads((run.folder / "out" / "segment.json").read_text())
         if "dice" in summary:
             outputs.dice_table = module_logic.table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
         agreement = summary.get("slice_agreement", [])
-        if any(a is not None for a in agreement):
-            rows = [[str(i), np.nan if a is None else a, float(a is not None and a < DISAGREEMENT_FLAG)] for i, a in enumerate(agreement)]
-            outputs.agreement_table = module_logic.table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
         outputs.flagged_slices = summary.get("disagreeing_slices", [])
+        if any(a is not None for a in agreement):
+            rows = [[str(i), np.nan if a is None else a, float(i in outputs.flagged_slices)] for i, a in enumerate(agreement)]
+            outputs.agreement_table = module_logic.table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
         return outputs
 
     def train(self, data: Path, *, model_id: str, lge_fraction: float = 1.0, steps: int = 1500, resume: bool = False,

@@ -30,8 +30,8 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import BasicUNet
 
-from crossmodal.abdominal import INFERENCE_WINDOW, prepare_volume
-from crossmodal.abdominal_inference import segment_abdominal
+from crossmodal.abdominal import prepare_volume
+from crossmodal.abdominal_inference import INFERENCE_WINDOW, segment_abdominal
 from crossmodal.benchmarks import write_report
 from crossmodal.bundles import ModelCard, load_bundle
 from crossmodal.devices import DEVICES, describe_device, pick_device

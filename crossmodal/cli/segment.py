@@ -18,7 +18,8 @@ from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, read_cine_frame, read_image, writable_folder, write_image
-from crossmodal.report import abdominal_report, cardiac_report, disagreeing_slices, reference_scores, slice_agreement
+from crossmodal.qa import disagreeing_slices
+from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
 
 
 @dataclass
@@ -137,7 +138,8 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
             if name in result.masks:
                 files[f"seg_{slug(name)}.nii.gz"] = result.masks[name]
         for modality, anatomy in result.anatomy.items():
-            files[f"anatomy_{slug(modality)}.nii.gz"] = anatomy
+            files[f"anatomy_{slug(modality)}.nii.gz"] = anatomy  # label c = channel c (1..anatomy_channels), 0 = none
+        summary["anatomy_channels"] = segmentation.card.hyperparameters["anatomy_channels"]
         if result.displacement is not None:
             files["tps_lge_to_cine.h5"] = displacement_transform(result)
         summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}

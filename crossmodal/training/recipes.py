@@ -24,7 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, labels_on_source, predict_probabilities, prepare_volume
+from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, labels_on_source, prepare_volume
+from crossmodal.abdominal_inference import predict_probabilities
 from crossmodal.bundles import ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.errors import InputError
