@@ -126,6 +126,8 @@ class MultiModalSegWidget(SegmentationPanel):
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.dice_table.GetID())
             slicer.app.applicationLogic().PropagateTableSelection()
+        if "LGE" in outputs.anatomy:
+            self.ui.anatomyChannelSpinBox.maximum = len(outputs.anatomy["LGE"])
         self.onAnatomyChannel(self.ui.anatomyChannelSpinBox.value)
         self.status(_("Done."))
 
@@ -199,6 +201,7 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         from crossmodal import mrml
+        from crossmodal.labels import CARDIAC_MYO_LV
         from crossmodal.phantoms import cardiac_pair
 
         self.delayDisplay("Segmenting a synthetic cine + LGE pair")
@@ -214,7 +217,7 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         outputs = logic.load_results(run, slicer.mrmlScene)
         fused = outputs.segmentations["seg_fused_lge"]
         self.assertEqual(fused.GetSegmentation().GetNumberOfSegments(), 2)
-        back = mrml.segmentation_node_to_labelmap(fused, __import__("crossmodal.labels", fromlist=["x"]).CARDIAC_MYO_LV, pair.lge)
+        back = mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
         self.assertTrue(np.allclose(back.GetOrigin(), pair.lge.GetOrigin()))
         self.assertIsNotNone(outputs.transform)
         logic.discard(run)

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip install -e '.[dev]') are not installed")
 
 from crossmodal import module_logic, mrml  # noqa: E402
 from crossmodal.errors import InputError  # noqa: E402
 from crossmodal.image_io import read_image  # noqa: E402
+from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV  # noqa: E402
 from crossmodal.phantoms import abdominal_volume, cardiac_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +56,7 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     fused = outputs.segmentations["seg_fused_lge"]
     segmentation = fused.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["myocardium", "left ventricle"]
-    back = mrml.segmentation_node_to_labelmap(fused, __import__("crossmodal.labels", fromlist=["CARDIAC_MYO_LV"]).CARDIAC_MYO_LV, pair.lge)
+    back = mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
     assert back.GetSize() == pair.lge.GetSize()  # exported on the LGE's own grid
     assert [len(v) for v in outputs.anatomy.values()] == [8, 8]
     assert outputs.aligned_cine.GetParentTransformNode() is outputs.transform and nodes["cine"].GetParentTransformNode() is None
@@ -135,7 +137,7 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
     ],
 )
 def test_a_failed_or_cancelled_run_explains_itself_and_leaves_the_scene_alone(catalog, module, change, message):
-    if change.get("device") == "cuda" and __import__("torch").cuda.is_available():
+    if change.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     scene = slicer.vtkMRMLScene()
     options = {"model": change.get("model", "tiny-mmsdnet" if module == "MultiModalSeg" else "tiny-v4"), "device": change.get("device", "cpu")}
@@ -166,13 +168,20 @@ def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
     assert outputs.modality == "MR" and outputs.volumes_table.GetTable().GetNumberOfRows() == 4
-    labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, __import__("crossmodal.labels", fromlist=["ABDOMEN"]).ABDOMEN, image)
+    labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
     assert labels.GetSize() == image.GetSize() and np.allclose(labels.GetOrigin(), image.GetOrigin())
     with pytest.raises(InputError, match="no CT or MR volume is selected"):
         logic.segment(None)
     one_slice = mrml.image_to_volume_node(image[:, :, 12], scene, "T2 slice")  # a 2-D image: a one-slice volume in Slicer
     with pytest.raises(InputError, match=r"T2 slice: is 1 voxel\(s\), 1 mm, along its K axis: a slice, not a volume"):
         logic.segment(one_slice)
+    rerun = logic.segment(volume, model="tiny-v4", device="cpu")
+    scene.RemoveNode(volume)  # the user deletes the input while it is being segmented
+    names = node_names(scene)
+    assert rerun.job.wait(timeout=300) == 0, rerun.job.failure()
+    with pytest.raises(InputError, match="T2: was removed from the scene while it was being segmented"):
+        logic.load_results(rerun, scene)
+    assert node_names(scene) == names
 
 
 def test_a_training_started_from_a_panel_fills_its_plot(phantom_mscmrseg, tmp_path):

@@ -69,6 +69,17 @@ def start(arguments: Sequence[str], python: str | None = None, device: str = "au
     return ChildJob([*arguments, "--device", device], python=python)
 
 
+def finished_result(job: ChildJob, node, scene) -> dict:
+    """The result event of a finished segmentation of ``node``; a clear error if it failed or is still
+    running, or if ``node`` left ``scene`` meanwhile (its results would have nothing to belong to)."""
+    failure = job.failure()
+    if failure is not None or job.returncode is None:
+        raise InputError("segmentation", failure or "is still running")
+    if node.GetScene() is not scene:
+        raise InputError(node.GetName(), "was removed from the scene while it was being segmented; the results were discarded")
+    return job.last("result")
+
+
 def models_for(architecture: str) -> list[tuple[str, str]]:
     """(id, folder) of the catalog's models of ``architecture`` whose weights match their card, for a model selector."""
     return [(e.id, str(e.path)) for e in list_models() if e.card is not None and e.card.architecture == architecture and e.status == "ok"]

@@ -63,10 +63,7 @@ class DualStreamSegLogic:
         return AbdominalRun(module_logic.start(arguments, python, device), folder, volume)
 
     def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:
-        failure = run.job.failure()
-        if failure is not None or run.job.returncode is None:
-            raise InputError("segmentation", failure or "is still running")
-        result = run.job.last("result")
+        result = module_logic.finished_result(run.job, run.volume, scene)
         key = module_logic.output_key(MODULE, run.volume)
         module_logic.remove_outputs(scene, key)
         name = run.volume.GetName()

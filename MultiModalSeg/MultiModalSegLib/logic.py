@@ -112,10 +112,7 @@ class MultiModalSegLogic:
 
     def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
         """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
-        failure = run.job.failure()
-        if failure is not None or run.job.returncode is None:
-            raise InputError("segmentation", failure or "is still running")
-        result = run.job.last("result")
+        result = module_logic.finished_result(run.job, run.lge, scene)
         files = {name: Path(path) for name, path in result["outputs"].items()}
         key = module_logic.output_key(MODULE, run.lge)
         module_logic.remove_outputs(scene, key)
