@@ -197,30 +197,43 @@ def test_a_training_started_from_a_panel_fills_its_plot(phantom_mscmrseg, tmp_pa
     assert (tmp_path / "panel" / "card.json").exists()
 
 
-def test_outputs_survive_saving_and_reloading_the_scene(catalog, tmp_path):
-    scene = slicer.vtkMRMLScene()
-    image, _ = abdominal_volume("CT", seed=8)
-    volume = mrml.image_to_volume_node(image, scene, "CT")
-    logic = DualStreamSegLogic()
-    run = logic.segment(volume, model="tiny-v4", device="cpu")
-    assert run.job.wait(timeout=300) == 0, run.job.failure()
-    outputs = logic.load_results(run, scene)
-    logic.discard(run)
-    key = outputs.segmentation.GetAttribute(module_logic.OUTPUT_ATTRIBUTE)
-    mrml.write_volume(volume, tmp_path / "CT.nrrd")
-    mrml.write_segmentation(outputs.segmentation, tmp_path / "organs.seg.nrrd")
-    for node, path in ((volume, "CT.nrrd"), (outputs.segmentation, "organs.seg.nrrd")):  # what Slicer's Save does: a storage node per node
-        storage = node.CreateDefaultStorageNode()
-        scene.AddNode(storage)
-        storage.SetFileName(str(tmp_path / path))
-        node.SetAndObserveStorageNodeID(storage.GetID())
-    scene.SetURL(str(tmp_path / "scene.mrml"))
+def save_and_reload(scene, folder: Path):
+    """What Slicer's Save does (each storable node through its default storage node, then the .mrml), and a fresh load."""
+    nodes = scene.GetNodes()
+    for node in [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]:
+        if node.IsA("vtkMRMLStorableNode") and node.GetStorageNode() is None and node.GetSaveWithScene():
+            storage = node.CreateDefaultStorageNode()
+            scene.AddNode(storage)
+            node.SetAndObserveStorageNodeID(storage.GetID())  # the extension can depend on the node (e.g. .seg.nrrd)
+            storage.SetFileName(str(folder / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+            assert storage.WriteData(node), node.GetName()
+    scene.SetURL(str(folder / "scene.mrml"))
     assert scene.Commit()
     reloaded = slicer.vtkMRMLScene()
-    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    reloaded.SetURL(str(folder / "scene.mrml"))
     assert reloaded.Connect()
-    found = {n.GetName(): n for n in module_logic.own_outputs(reloaded, key)}
-    assert sorted(found) == ["CT organ volumes", "CT organs"]  # still tagged: a re-run after reloading replaces them
-    segmentation = found["CT organs"]
-    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
-    assert names == ["liver", "right kidney", "left kidney", "spleen"]
+    return reloaded
+
+
+def test_outputs_survive_saving_and_reloading_the_scene(cardiac_scene, tmp_path):
+    scene, nodes, pair = cardiac_scene
+    logic = MultiModalSegLogic()
+    run = logic.segment(nodes["lge"], nodes["cine"], nodes["reference"], model="tiny-mmsdnet", device="cpu")
+    assert run.job.wait(timeout=300) == 0, run.job.failure()
+    outputs = logic.load_results(run, scene)
+    logic.discard(run)  # the run's files are gone: everything must be saved from the scene itself
+    key = outputs.transform.GetAttribute(module_logic.OUTPUT_ATTRIBUTE)
+    saved = {node.GetName(): node for node in module_logic.own_outputs(scene, key)}
+    reloaded = save_and_reload(scene, tmp_path)
+    found = {node.GetName(): node for node in module_logic.own_outputs(reloaded, key)}
+    assert sorted(found) == sorted(saved) and len(found) == 3 + 16 + 2 + 2  # still tagged: a re-run after reloading replaces them
+    fused = found["LGE MMSDNet fused (cine + LGE)"]
+    assert mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge).GetSize() == pair.lge.GetSize()
+    aligned = found["cine aligned to LGE"]
+    assert aligned.GetParentTransformNode().GetName() == "LGE MMSDNet TPS alignment"  # the cine still shows aligned
+    point = (5.0, -3.0, 12.0)
+    assert np.allclose(aligned.GetParentTransformNode().GetTransformToParent().TransformPoint(point),
+                       outputs.transform.GetTransformToParent().TransformPoint(point), atol=1e-4)
+    table = found["LGE MMSDNet Dice"].GetTable()
+    assert table.GetNumberOfRows() == 4 and table.GetValue(0, 0).ToString() == "fused LGE"
+    assert np.isclose(table.GetValue(0, 1).ToDouble(), outputs.dice_table.GetTable().GetValue(0, 1).ToDouble())

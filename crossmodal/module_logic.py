@@ -142,12 +142,16 @@ def read_transform(path: Path, scene, name: str, key: str):
     """An ITK transform file (e.g. the TPS displacement field) as a transform node.
 
     Slicer reads ITK files as resampling transforms, so a moving image placed under this node is
-    shown aligned to the fixed one (here: the cine over the LGE).
+    shown aligned to the fixed one (here: the cine over the LGE). The file is a run's temporary output,
+    so the node lets go of it: saving the scene then writes the transform as new data.
     """
     slicer = mrml._slicer()
     node = mark(slicer.vtkMRMLTransformNode(), key)
     node = mrml._read(node, slicer.vtkMRMLTransformStorageNode(), Path(path), scene, "a transform")
     node.SetName(name)
+    storage = node.GetStorageNode()
+    node.SetAndObserveStorageNodeID(None)
+    scene.RemoveNode(storage)
     return node
 
 
