@@ -153,7 +153,11 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The module's own connections."""
 
     def cleanup(self) -> None:
+        """Slicer is closing (or the module reloading): stop a running child; a training keeps a checkpoint to resume."""
         self.removeObservers()
+        if self.monitor is not None and self.monitor.job.running:
+            self.monitor.timer.stop()
+            self.monitor.job.cancel()
 
     def enter(self) -> None:
         self.initializeParameterNode()
