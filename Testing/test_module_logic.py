@@ -76,6 +76,20 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     assert not run.folder.exists()
 
 
+def test_a_single_lge_slice_is_segmented_with_the_cine(cardiac_scene):
+    """MMSDNet is a 2-D network: one LGE slice (a 2-D image in Slicer) is a valid input, paired with its cine slice."""
+    scene, nodes, pair = cardiac_scene
+    middle = pair.lge.GetSize()[2] // 2
+    one = mrml.image_to_volume_node(pair.lge[:, :, middle : middle + 1], scene, "LGE slice")
+    logic = MultiModalSegLogic()
+    run = logic.segment(one, nodes["cine"], model="tiny-mmsdnet", device="cpu")
+    assert run.job.wait(timeout=300) == 0, run.job.failure()
+    outputs = logic.load_results(run, scene)
+    logic.discard(run)
+    fused = mrml.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, pair.lge[:, :, middle : middle + 1])
+    assert fused.GetSize()[2] == 1 and outputs.agreement_table.GetTable().GetNumberOfRows() == 1
+
+
 def cine_sequence(scene, cine: sitk.Image, frames: int):
     """A cine sequence as Slicer holds a 4-D cine: one volume per frame (here the cine scaled by frame + 1)."""
     sequence = slicer.vtkMRMLSequenceNode()
