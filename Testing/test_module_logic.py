@@ -15,6 +15,7 @@ slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip in
 
 from crossmodal import module_logic, mrml  # noqa: E402
 from crossmodal.errors import InputError  # noqa: E402
+from crossmodal.geometry import Grid  # noqa: E402
 from crossmodal.image_io import read_image  # noqa: E402
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV  # noqa: E402
 from crossmodal.phantoms import abdominal_volume, cardiac_pair  # noqa: E402
@@ -57,7 +58,9 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     segmentation = fused.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["myocardium", "left ventricle"]
     back = mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
-    assert back.GetSize() == pair.lge.GetSize()  # exported on the LGE's own grid
+    written = read_image(run.folder / "out" / "seg_fused_lge.nii.gz")  # what the child wrote on the LGE's own grid
+    assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(written))  # voxel for voxel
+    assert Grid.of(back) == Grid.of(pair.lge) and sitk.GetArrayViewFromImage(back).any()
     assert [len(v) for v in outputs.anatomy.values()] == [8, 8]
     assert outputs.aligned_cine.GetParentTransformNode() is outputs.transform and nodes["cine"].GetParentTransformNode() is None
     table = outputs.dice_table.GetTable()
@@ -183,7 +186,9 @@ def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):
     outputs = logic.load_results(run, scene)
     assert outputs.modality == "MR" and outputs.volumes_table.GetTable().GetNumberOfRows() == 4
     labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
-    assert labels.GetSize() == image.GetSize() and np.allclose(labels.GetOrigin(), image.GetOrigin())
+    written = read_image(run.folder / "out" / "organs.nii.gz")
+    assert np.array_equal(sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(written))  # voxel for voxel
+    assert Grid.of(labels) == Grid.of(image)
     with pytest.raises(InputError, match="no CT or MR volume is selected"):
         logic.segment(None)
     one_slice = mrml.image_to_volume_node(image[:, :, 12], scene, "T2 slice")  # a 2-D image: a one-slice volume in Slicer
