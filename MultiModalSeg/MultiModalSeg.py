@@ -63,6 +63,8 @@ class MultiModalSegWidget(SegmentationPanel):
         self.outputs = None
         self.run = None
         self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
+        self.ui.nextFlaggedButton.connect("clicked(bool)", self.onNextFlagged)
+        self.flagged = 0
         self.ui.cineSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCineChanged)
         self.ui.anatomyChannelSpinBox.connect("valueChanged(int)", self.onAnatomyChannel)
         self.ui.showAlignedCineCheckBox.connect("toggled(bool)", self.onShowAlignedCine)
@@ -122,6 +124,8 @@ class MultiModalSegWidget(SegmentationPanel):
             node.GetDisplayNode().SetVisibility(node is fused)
         flagged = ", ".join(map(str, outputs.flagged_slices)) or _("none")
         self.ui.flagsLabel.text = _("Slices where LGE-only and fused disagree (look at them): {slices}").format(slices=flagged)
+        self.ui.nextFlaggedButton.enabled = bool(outputs.flagged_slices)
+        self.flagged = 0
         if outputs.dice_table is not None:
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.dice_table.GetID())
@@ -130,6 +134,18 @@ class MultiModalSegWidget(SegmentationPanel):
             self.ui.anatomyChannelSpinBox.maximum = len(outputs.anatomy["LGE"])
         self.onAnatomyChannel(self.ui.anatomyChannelSpinBox.value)
         self.status(_("Done."))
+
+    def onNextFlagged(self) -> None:
+        """Centre the viewers on the next flagged LGE slice, round and round."""
+        if not self.outputs or self.outputs.lge.GetScene() is None:
+            return
+        slices = self.cardiac.flagged_slice_centres(self.outputs)
+        if not slices:
+            return
+        k, (r, a, s) = slices[self.flagged % len(slices)]
+        self.flagged += 1
+        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        self.status(_("LGE slice {slice}").format(slice=k))
 
     def onAnatomyChannel(self, value) -> None:
         """Show one anatomy channel of the LGE as the label layer."""

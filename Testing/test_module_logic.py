@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "MultiModalSeg"), str(ROOT / "DualStreamSeg")]
 
 from DualStreamSegLib import DualStreamSegLogic  # noqa: E402
-from MultiModalSegLib import MultiModalSegLogic  # noqa: E402
+from MultiModalSegLib import CardiacOutputs, MultiModalSegLogic  # noqa: E402
 
 
 def node_names(scene) -> list[str]:
@@ -91,6 +91,16 @@ def test_a_single_lge_slice_is_segmented_with_the_cine(cardiac_scene):
     logic.discard(run)
     fused = mrml.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, pair.lge[:, :, middle : middle + 1])
     assert fused.GetSize()[2] == 1 and outputs.agreement_table.GetTable().GetNumberOfRows() == 1
+
+
+def test_flagged_slices_are_shown_at_their_physical_centres(cardiac_scene):
+    _, nodes, pair = cardiac_scene  # an oblique LGE: index and RAS axes differ
+    centres = MultiModalSegLogic.flagged_slice_centres(CardiacOutputs(nodes["lge"], flagged_slices=[0, 3]))
+    nx, ny, _ = pair.lge.GetSize()
+    assert [k for k, _ in centres] == [0, 3]
+    for k, ras in centres:
+        lps = pair.lge.TransformContinuousIndexToPhysicalPoint(((nx - 1) / 2, (ny - 1) / 2, k))
+        assert np.allclose(ras, (-lps[0], -lps[1], lps[2]), atol=1e-6)
 
 
 def cine_sequence(scene, cine: sitk.Image, frames: int):

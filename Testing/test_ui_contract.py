@@ -48,6 +48,7 @@ SLICER_ATTRIBUTES = {
     "slicer.util.loadUI",
     "slicer.util.pip_install", "slicer.util.setSliceViewerLayers", "slicer.util.tryWithErrorDisplay",
     "slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView", "slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView",
+    "slicer.vtkMRMLSliceNode.CenteredJumpSlice", "slicer.vtkMRMLSliceNode.JumpAllSlices",
 }
 
 

@@ -138,6 +138,12 @@ def table_node(scene, name: str, header: Sequence[str], rows: Sequence[Sequence[
     return node
 
 
+def slice_centre_ras(volume, k: int) -> tuple[float, float, float]:
+    """The RAS centre of slice ``k`` of a volume node, where the viewers jump to show that slice."""
+    nx, ny, _ = volume.GetImageData().GetDimensions()
+    return tuple(float(v) for v in (mrml._node_ijk_to_ras(volume) @ [(nx - 1) / 2, (ny - 1) / 2, k, 1])[:3])
+
+
 def read_transform(path: Path, scene, name: str, key: str):
     """An ITK transform file (e.g. the TPS displacement field) as a transform node.
 

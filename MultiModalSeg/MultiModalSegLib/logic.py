@@ -53,6 +53,8 @@ class CardiacRun:
 
 @dataclass
 class CardiacOutputs:
+    lge: object
+    """The LGE volume node the outputs belong to."""
     segmentations: dict[str, object] = field(default_factory=dict)
     anatomy: dict[str, list[object]] = field(default_factory=dict)
     """Per modality: its 8 channel volumes, in order."""
@@ -117,7 +119,7 @@ class MultiModalSegLogic:
         key = module_logic.output_key(MODULE, run.lge)
         module_logic.remove_outputs(scene, key)
         module_logic.remove_subject_folders(scene, key)
-        outputs = CardiacOutputs()
+        outputs = CardiacOutputs(run.lge)
         base = run.lge.GetName()
         for name, title in SEGMENTATIONS.items():
             if name in files:
@@ -149,6 +151,11 @@ class MultiModalSegLogic:
             rows = [[str(i), np.nan if a is None else a, float(i in outputs.flagged_slices)] for i, a in enumerate(agreement)]
             outputs.agreement_table = module_logic.table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
         return outputs
+
+    @staticmethod
+    def flagged_slice_centres(outputs: CardiacOutputs) -> list[tuple[int, tuple[float, float, float]]]:
+        """(LGE slice, its RAS centre) of each flagged slice: where the viewers jump to show it."""
+        return [(k, module_logic.slice_centre_ras(outputs.lge, k)) for k in outputs.flagged_slices]
 
     def train(self, data: Path, *, model_id: str, lge_fraction: float = 1.0, steps: int = 1500, resume: bool = False,
               device: str = "auto", python: str | None = None) -> ChildJob:
