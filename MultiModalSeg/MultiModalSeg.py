@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Union
 
 import slicer
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSequenceNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSequenceNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -44,7 +44,7 @@ class MultiModalSegParameterNode:
     cineVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode]  # noqa: UP007 - the wrapper reads typing.Union only
     cineFrame: Annotated[int, WithinRange(0, 999)] = 0
     lgeVolume: vtkMRMLScalarVolumeNode
-    referenceSegmentation: vtkMRMLSegmentationNode
+    referenceSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007
     anatomyChannel: Annotated[int, WithinRange(1, 8)] = 1
     showAlignedCine: bool = True
     trainingData: Path

@@ -120,6 +120,8 @@ def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, 
         (["--image", "{lge}", "--model", "tiny-mmsdnet"], "is a MMSDNet model (for cardiac images)"),
         (["--lge", "{ct}"], "as a CT in HU; the LGE must be a cardiac MR image"),
         (["--image", "{ct_slice}"], "ct_slice.nii.gz: is 1 voxel(s), 5 mm, along its K axis: a slice, not a volume"),
+        (["--lge", "{lge}", "--reference", "{classes}"], "classes.nii.gz: holds the labels [1, 2]; a reference LGE mask marks 200 (myocardium)"),
+        (["--lge", "{lge}", "--reference", "{empty}"], "empty.nii.gz: is empty; a reference LGE mask marks"),
         (["--lge", "{lge}", "--image", "{ct}"], "cannot be combined"),
         (["--cine", "{cine}", "--report"], "the cardiac QA report shows the LGE"),
         (["--lge", "{lge}", "--device", "cuda"], "no CUDA device is available"),
@@ -130,7 +132,10 @@ def test_segment_refuses_bad_input_in_one_line(catalog, pair, tmp_path, capsys, 
         pytest.skip("this machine has CUDA")
     ct = write_image(abdominal_volume("CT", seed=1)[0], tmp_path / "ct.nii.gz")
     ct_slice = write_image(read_image(ct)[:, :, 5:6], tmp_path / "ct_slice.nii.gz")
-    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct, "ct_slice": ct_slice}
+    mask = read_image(pair["reference"])
+    classes = write_image(sitk.Cast(mask == 200, sitk.sitkUInt8) + 2 * sitk.Cast(mask == 500, sitk.sitkUInt8), tmp_path / "classes.nii.gz")
+    empty = write_image(mask * 0, tmp_path / "empty.nii.gz")
+    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct, "ct_slice": ct_slice, "classes": classes, "empty": empty}
     code = main(["segment", *(a.format(**values) for a in arguments), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == EXIT_INPUT_ERROR and message in err and "Traceback" not in err

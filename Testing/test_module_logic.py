@@ -139,7 +139,7 @@ def test_a_cine_sequence_is_used_at_the_chosen_frame(cardiac_scene):
 
 
 def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_scene):
-    scene, nodes, _ = cardiac_scene
+    scene, nodes, pair = cardiac_scene
     far = sitk.Image(cardiac_pair(seed=41).cine)  # the same orientation as the LGE, 9 m away
     far.SetOrigin((9000.0, 0.0, 0.0))
     remote = mrml.image_to_volume_node(far, scene, "remote cine")
@@ -152,6 +152,9 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
     assert node_names(scene) == names
     with pytest.raises(InputError, match="no LGE volume is selected"):
         logic.segment(None, nodes["cine"])
+    empty = mrml.image_to_volume_node(sitk.Image(pair.lge.GetSize(), sitk.sitkUInt8), scene, "blank mask", labelmap=True)
+    with pytest.raises(InputError, match="blank mask: is empty; a reference LGE mask marks 200 \\(myocardium\\)"):
+        logic.segment(nodes["lge"], nodes["cine"], empty)
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ WIDGETS_FOR_TYPE = {
 SLICER_NAMES = {
     # Slicer 5.10 (the documented minimum: the first with Python 3.12, which the engine and PyTorch need) has all of
     # these; each was looked up in the v5.10.0 source. A name missing here fails the test until it has been checked.
-    "slicer": {"vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLSequenceNode"},
+    "slicer": {"vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLSequenceNode"},
     "slicer.i18n": {"tr", "translate"},
     "slicer.parameterNodeWrapper": {"parameterNodeWrapper", "WithinRange", "Choice"},
     "slicer.ScriptedLoadableModule": {"ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest", "ScriptedLoadableModuleWidget"},

@@ -6,7 +6,9 @@ Free of PyTorch, so that a Slicer panel can import it before PyTorch is installe
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 
+from crossmodal.errors import InputError
 from crossmodal.labels import CARDIAC_MYO_LV
 
 DISAGREEMENT_FLAG = 0.8
@@ -25,6 +27,17 @@ def slice_dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def disagreeing_slices(agreement: list[float | None]) -> list[int]:
     return [i for i, a in enumerate(agreement) if a is not None and a < DISAGREEMENT_FLAG]
+
+
+def require_reference(reference: sitk.Image, source: object) -> sitk.Image:
+    """A reference LGE mask, refused when it is empty or marks none of the MS-CMRSeg values scored against
+    (a mask with other values would score 0 everywhere without saying why)."""
+    found = set(np.unique(sitk.GetArrayViewFromImage(reference)).tolist()) - {0}
+    if not found & set(CARDIAC_MYO_LV.values):
+        expected = ", ".join(f"{label.value} ({label.name})" for label in CARDIAC_MYO_LV.labels)
+        holds = f"holds the labels {sorted(found)[:8]}" if found else "is empty"
+        raise InputError(source, f"{holds}; a reference LGE mask marks {expected}, the MS-CMRSeg values")
+    return reference
 
 
 def reference_rows(scores: Scores) -> tuple[list[str], list[list]]:

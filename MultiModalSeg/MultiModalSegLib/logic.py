@@ -28,7 +28,7 @@ from crossmodal.errors import InputError
 from crossmodal.image_io import read_image, write_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
-from crossmodal.qa import reference_rows
+from crossmodal.qa import reference_rows, require_reference
 
 MODULE = "MultiModalSeg"
 TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
@@ -99,10 +99,11 @@ class MultiModalSegLogic:
         if lge is None:
             raise InputError("LGE", "no LGE volume is selected")
         cine, cine_name = cine_frame(cine, cine_frame_index)
+        labels = require_reference(reference_labels(reference, lge), reference.GetName()) if reference is not None else None
         folder = module_logic.work_folder("multimodalseg")
         paths = module_logic.export_inputs({"LGE": lge, **({"cine": cine} if cine is not None else {})}, folder)
-        if reference is not None:
-            paths["reference"] = write_image(reference_labels(reference, lge), folder / "reference.nrrd")
+        if labels is not None:
+            paths["reference"] = write_image(labels, folder / "reference.nrrd")
         arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(folder / "out")]
         if cine is not None:
             arguments += ["--cine", str(paths["cine"])]

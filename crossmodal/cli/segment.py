@@ -18,7 +18,7 @@ from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, read_cine_frame, read_image, writable_folder, write_image
-from crossmodal.qa import disagreeing_slices
+from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
 
 
@@ -119,7 +119,7 @@ def read_reference(args: argparse.Namespace, report: bool) -> sitk.Image | None:
         return None
     if args.lge is None:
         raise InputError("--reference", "is a reference LGE mask, but no --lge was given")
-    return read_image(args.reference)
+    return require_reference(read_image(args.reference), args.reference)
 
 
 def write_text(path: Path, text: str) -> None:
