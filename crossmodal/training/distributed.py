@@ -36,6 +36,7 @@ def session(device: torch.device) -> Iterator[tuple[int, torch.device]]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield dist.get_rank(), device
+        dist.barrier()  # leave together: a process that tears gloo down while a peer still talks to it aborts
     finally:
         dist.destroy_process_group()
 
