@@ -111,3 +111,19 @@ def test_predictions_cover_every_lge_slice_for_every_output(patients):
     for p in probs.values():
         assert p.shape == (3, len(patients[1].lge), 64, 64)
         assert np.allclose(p.sum(axis=0), 1, atol=1e-5)
+
+
+def test_a_recipe_starts_from_the_same_weights_every_time(phantom_mscmrseg, tmp_path):
+    """The initial weights belong to the recipe (its seed), so that a training is reproducible."""
+    from crossmodal.phantoms import write_nnunet_phantoms
+    from crossmodal.training.recipes import DualStreamRecipe, MMSDNetRecipe
+
+    recipes = [MMSDNetRecipe(size=32, spacing_mm=6.0, filters=4, validation=[1], data={"mscmrseg": str(phantom_mscmrseg)}),
+               DualStreamRecipe(filters=[2, 4, 4, 8, 8], patch=16, validation={"CT": 1},
+                                data={"CT": str(write_nnunet_phantoms(tmp_path / "ct", "CT", 2))})]
+    for recipe in recipes:
+        torch.manual_seed(1)  # whatever the global stream was before: the recipe's seed decides
+        first = recipe.prepare(CPU, lambda *a: None).network.state_dict()
+        torch.manual_seed(2)
+        second = recipe.prepare(CPU, lambda *a: None).network.state_dict()
+        assert all(torch.equal(first[k], second[k]) for k in first), type(recipe).__name__

@@ -123,6 +123,7 @@ class MMSDNetRecipe(Recipe):
         labelled = sorted(p for p in training if patients[p].lge_mask is not None)
         lge_labelled = set(labelled[: round(self.lge_fraction * len(labelled))])
         samples = build_samples([patients[p] for p in training], lge_labelled)
+        torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate)
         validation = [patients[p] for p in self.validation]
 
@@ -204,6 +205,7 @@ class DualStreamRecipe(Recipe):
             held += [found[i] for i in order[:count]]
             training[m] = [found[i] for i in order[count:]]
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
+        torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate)
         samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes) for m, v in training.items()}
 
