@@ -45,6 +45,7 @@ def looks_like(array: np.ndarray) -> str:
     """The modality an intensity range suggests: CT has negative values (air, fat), MR magnitudes do not."""
     return "CT" if float(np.min(array)) < -50 else "MR"
 
+
 DICOM_MODALITY_TAG = "0008|0060"
 
 

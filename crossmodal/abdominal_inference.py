@@ -40,7 +40,6 @@ def predict_probabilities(network: torch.nn.Module, stream: int, prepared: Prepa
     return torch.softmax(logits[0], dim=0).float().cpu().numpy()
 
 
-
 def segment_abdominal(
     network: torch.nn.Module,
     card: ModelCard,

@@ -57,7 +57,7 @@ class CardiacOutputs:
     """The LGE volume node the outputs belong to."""
     segmentations: dict[str, object] = field(default_factory=dict)
     anatomy: dict[str, list[object]] = field(default_factory=dict)
-    """Per modality: its 8 channel volumes, in order."""
+    """Per modality: its anatomy channel volumes (8 in the paper), in order."""
     transform: object | None = None
     aligned_cine: object | None = None
     dice_table: object | None = None
