@@ -20,7 +20,7 @@ except ImportError:  # running from a source checkout: the engine sits beside th
 
 from DualStreamSegLib import DualStreamSegLogic as AbdominalLogic
 
-from crossmodal_slicer.panel import SegmentationPanel, ensure_dependencies, python_executable
+from crossmodal_slicer.panel import SegmentationPanel, python_executable, wait_in_gui
 
 DICOM_MODALITY = "0008,0060"
 
@@ -59,8 +59,7 @@ class DualStreamSegWidget(SegmentationPanel):
 
     def setupPanel(self) -> None:
         self.logic = DualStreamSegModuleLogic()
-        self.abdominal = AbdominalLogic()
-        self.run = None
+        self.segmenter = AbdominalLogic()
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
 
     def onInputChanged(self, node) -> None:
@@ -73,39 +72,25 @@ class DualStreamSegWidget(SegmentationPanel):
         if tag in ("CT", "MR"):
             self.ui.guessLabel.text = _("{modality} (DICOM tag)").format(modality=tag)
         else:
-            self.ui.guessLabel.text = _("looks like {modality} (intensities)").format(modality=self.abdominal.guess_modality(node))
+            self.ui.guessLabel.text = _("looks like {modality} (intensities)").format(modality=self.segmenter.guess_modality(node))
 
-    def onSegment(self) -> None:
-        if not ensure_dependencies():
-            return
+    def startSegmentation(self):
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            modality = None if p.modality == "auto" else p.modality
-            self.run = self.abdominal.segment(p.inputVolume, modality=modality, model=self.ui.modelSelector.currentData,
-                                              device=self.ui.deviceSelector.currentData, python=python_executable())
-            self.status(_("Segmenting in the background ..."))
-            self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished)
+        return self.segmenter.segment(p.inputVolume, modality=None if p.modality == "auto" else p.modality,
+                                      model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
+                                      python=python_executable())
 
-    def onSegmentationFinished(self, job) -> None:
-        self.updateButtons(busy=False)
-        run, self.run = self.run, None
-        failure = job.failure()
-        if failure:
-            self.status(_("Failed: {failure}").format(failure=failure))
-            slicer.util.errorDisplay(failure, windowTitle="DualStreamSeg")
-        else:
-            with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
-                outputs = self.abdominal.load_results(run, slicer.mrmlScene)
-                outputs.segmentation.CreateDefaultDisplayNodes()
-                slicer.util.setSliceViewerLayers(background=run.volume, fit=True)
-                volumes = ", ".join(f"{organ} {ml:.0f} mL" for organ, ml in outputs.volumes_ml.items())
-                self.status(_("Done ({modality} stream): {volumes}.").format(modality=outputs.modality, volumes=volumes))
-        self.abdominal.discard(run)
+    def showResults(self, run) -> None:
+        outputs = self.segmenter.load_results(run, slicer.mrmlScene)
+        outputs.segmentation.CreateDefaultDisplayNodes()
+        slicer.util.setSliceViewerLayers(background=run.volume, fit=True)
+        volumes = ", ".join(f"{organ} {ml:.0f} mL" for organ, ml in outputs.volumes_ml.items())
+        self.status(_("Done ({modality} stream): {volumes}.").format(modality=outputs.modality, volumes=volumes))
 
     def trainingJob(self, resume: bool):
         p = self._parameterNode
         folder = lambda path: path if str(path) not in ("", ".") else None  # noqa: E731 - an empty path line edit
-        return self.abdominal.train(ct=folder(p.trainingCT), mr=folder(p.trainingMR), model_id=p.trainingModelId, variant=p.variant,
+        return self.segmenter.train(ct=folder(p.trainingCT), mr=folder(p.trainingMR), model_id=p.trainingModelId, variant=p.variant,
                                     steps=p.trainingSteps, resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
 
 
@@ -154,10 +139,7 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
         logic = AbdominalLogic()
         self.assertEqual(logic.guess_modality(volume), "CT")
         run = logic.segment(volume, device="cpu", python=python_executable())
-        while run.job.running:
-            slicer.app.processEvents()
-            run.job.poll()
-        self.assertEqual(run.job.wait(), 0, run.job.failure())
+        self.assertEqual(wait_in_gui(run.job), 0, run.job.failure())
         outputs = logic.load_results(run, slicer.mrmlScene)
         labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
         self.assertEqual(labels.GetSize(), image.GetSize())

@@ -20,7 +20,7 @@ except ImportError:  # running from a source checkout: the engine sits beside th
 
 from MultiModalSegLib import MultiModalSegLogic as CardiacLogic
 
-from crossmodal_slicer.panel import SegmentationPanel, ensure_dependencies, python_executable
+from crossmodal_slicer.panel import SegmentationPanel, python_executable, wait_in_gui
 
 
 class MultiModalSeg(ScriptedLoadableModule):
@@ -59,9 +59,8 @@ class MultiModalSegWidget(SegmentationPanel):
 
     def setupPanel(self) -> None:
         self.logic = MultiModalSegModuleLogic()
-        self.cardiac = CardiacLogic()
+        self.segmenter = CardiacLogic()
         self.outputs = None
-        self.run = None
         self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
         self.ui.nextFlaggedButton.connect("clicked(bool)", self.onNextFlagged)
         self.flagged = 0
@@ -89,33 +88,14 @@ class MultiModalSegWidget(SegmentationPanel):
         browser.SetSelectedItemNumber(self._parameterNode.cineFrame)
         return browser.GetProxyNode(cine)
 
-    def onSegment(self) -> None:
-        if not ensure_dependencies():
-            return
+    def startSegmentation(self):
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            self.run = self.cardiac.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, cine_frame_index=p.cineFrame,
-                                            model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
-                                            python=python_executable())
-            self.status(_("Segmenting in the background ..."))
-            self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished)
-
-    def onSegmentationFinished(self, job) -> None:
-        self.updateButtons(busy=False)
-        run, self.run = self.run, None
-        failure = job.failure()
-        if failure:
-            self.status(_("Failed: {failure}").format(failure=failure))
-            slicer.util.errorDisplay(failure, windowTitle="MultiModalSeg")
-            self.cardiac.discard(run)
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
-            self.outputs = self.cardiac.load_results(run, slicer.mrmlScene)
-            self.showResults(run)
-        self.cardiac.discard(run)
+        return self.segmenter.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, cine_frame_index=p.cineFrame,
+                                      model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
+                                      python=python_executable())
 
     def showResults(self, run) -> None:
-        outputs = self.outputs
+        self.outputs = outputs = self.segmenter.load_results(run, slicer.mrmlScene)
         fused = outputs.segmentations.get("seg_fused_lge") or outputs.segmentations.get("seg_lge")
         slicer.util.setSliceViewerLayers(background=run.lge, foreground=outputs.aligned_cine if self._parameterNode.showAlignedCine else None,
                                          foregroundOpacity=0.5, fit=True)
@@ -139,7 +119,7 @@ class MultiModalSegWidget(SegmentationPanel):
         """Centre the viewers on the next flagged LGE slice, round and round."""
         if not self.outputs or self.outputs.lge.GetScene() is None:
             return
-        slices = self.cardiac.flagged_slice_centres(self.outputs)
+        slices = self.segmenter.flagged_slice_centres(self.outputs)
         if not slices:
             return
         k, (r, a, s) = slices[self.flagged % len(slices)]
@@ -172,7 +152,7 @@ class MultiModalSegWidget(SegmentationPanel):
 
     def trainingJob(self, resume: bool):
         p = self._parameterNode
-        return self.cardiac.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
+        return self.segmenter.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
                                   resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
 
 
@@ -226,10 +206,7 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         cine = mrml.image_to_volume_node(pair.cine, slicer.mrmlScene, "cine")
         logic = CardiacLogic()
         run = logic.segment(lge, cine, device="cpu", python=python_executable())
-        while run.job.running:
-            slicer.app.processEvents()
-            run.job.poll()
-        self.assertEqual(run.job.wait(), 0, run.job.failure())
+        self.assertEqual(wait_in_gui(run.job), 0, run.job.failure())
         outputs = logic.load_results(run, slicer.mrmlScene)
         fused = outputs.segmentations["seg_fused_lge"]
         self.assertEqual(fused.GetSegmentation().GetNumberOfSegments(), 2)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
 from collections.abc import Callable
 
 import qt
 import slicer
+from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
@@ -77,6 +79,15 @@ def fill_devices(combo: qt.QComboBox) -> None:
     combo.addItem("GPU (CUDA)", "cuda")
 
 
+def wait_in_gui(job) -> int:
+    """Wait for a child job while the application keeps handling its events (self-tests); its exit code."""
+    while job.running:
+        slicer.app.processEvents()
+        job.poll()
+        time.sleep(0.05)
+    return job.wait()
+
+
 class JobMonitor:
     """Polls a :class:`crossmodal.jobs.ChildJob` from a timer: progress bar, log, then ``finished(job)`` once."""
 
@@ -117,8 +128,9 @@ class JobMonitor:
 
 class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """What both panels share: the .ui and its parameter node, the model and device choices, background
-    jobs with progress, log and Cancel, and the training section. A module's widget adds its inputs,
-    ``onSegment`` and ``trainingJob``."""
+    jobs with progress, log and Cancel, and the training section. A module's widget sets ``segmenter``
+    (its Lib logic) in ``setupPanel`` and adds its inputs, ``startSegmentation``, ``showResults`` and
+    ``trainingJob``."""
 
     MODULE = ""
     ARCHITECTURE = ""
@@ -130,6 +142,8 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self.monitor = None
+        self.segmenter = None
+        self.run = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -200,8 +214,36 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.monitor = JobMonitor(job, progressBar, self.ui.logText, onEvents, finished)
         self.updateButtons(busy=True)
 
-    def onSegment(self) -> None:
+    def startSegmentation(self):
+        """Start the module's segmentation child process from the panel's choices; returns the run."""
         raise NotImplementedError
+
+    def showResults(self, run) -> None:
+        """Put a finished run's results into the scene and show them."""
+        raise NotImplementedError
+
+    def onSegment(self) -> None:
+        if not ensure_dependencies():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
+            self.run = self.startSegmentation()
+            self.status(_("Segmenting in the background ..."))
+            self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished)
+
+    def onSegmentationFinished(self, job) -> None:
+        """Show a finished run's results, or say why it failed; the run's temporary files go either way."""
+        self.updateButtons(busy=False)
+        run, self.run = self.run, None
+        try:
+            failure = job.failure()
+            if failure:
+                self.status(_("Failed: {failure}").format(failure=failure))
+                slicer.util.errorDisplay(failure, windowTitle=self.MODULE)
+                return
+            with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
+                self.showResults(run)
+        finally:
+            self.segmenter.discard(run)
 
     def onCancel(self) -> None:
         if self.monitor is not None:
