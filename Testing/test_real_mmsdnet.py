@@ -15,6 +15,7 @@ from crossmodal.bundles import ModelCard, load_bundle
 from crossmodal.cardiac_inference import displacement_transform, segment_cardiac
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.geometry import Grid
+from crossmodal.image_io import read_image
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.metrics import dice
 from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
@@ -47,14 +48,31 @@ def test_inference_on_left_handed_real_headers_keeps_every_grid(case):
     assert np.allclose(displacement_transform(result).TransformPoint(point), point + field[2, 50, 40], atol=1e-3)
 
 
-def test_registration_baseline_repairs_a_large_breath_hold_shift(case):
-    """Patient 5: the heart moved several cm between the breath-holds; copying the mask fails."""
-    patient = load_patient(case, PairingConfig(spacing_mm=2.0, size=96))
+def shifted_cine_case(case, folder: Path, shift_mm: tuple[float, float]):
+    """``case`` copied into ``folder`` with its cine (image and mask) moved in-plane by ``shift_mm`` along the
+    cine's own row and column directions: a header offset like another site's export or a far breath-hold."""
+    for modality, files in (("C0", case.images), ("C0", case.masks)):
+        image = read_image(files[modality])
+        direction = np.asarray(image.GetDirection()).reshape(3, 3)
+        image.SetOrigin(tuple(np.asarray(image.GetOrigin()) + direction[:, :2] @ np.asarray(shift_mm, float)))
+        sitk.WriteImage(image, str(folder / files[modality].name))
+    for path in (case.images["DE"], case.masks["DE"]):
+        (folder / path.name).symlink_to(path.resolve())
+    (shifted,) = discover_mscmrseg(folder)
+    return shifted
 
-    def native(labels):
+
+def test_registration_baseline_repairs_a_large_shift_that_copying_cannot(case, tmp_path):
+    """Patient 5's cine lies within a few mm of its LGE (corrected headers: copying the mask works); moved by
+    36 mm in-plane on purpose, copying fails and the ANTs registration baseline brings the mask back."""
+    def native(patient, labels):
         return score_labels(patient, sitk.GetArrayFromImage(write_back(patient.stack, labels, "LGE")))["volume"]
 
-    copied, registered = native(copy_masks(patient)), native(register_masks(patient, spacing_mm=2.0))
+    config = PairingConfig(spacing_mm=2.0, size=96)
+    aligned = load_patient(case, config)
+    assert native(aligned, copy_masks(aligned))["MYO"] > 0.4  # the corrected geometry: hearts a few mm apart
+    patient = load_patient(shifted_cine_case(case, tmp_path, (30.0, -20.0)), config)
+    copied, registered = native(patient, copy_masks(patient)), native(patient, register_masks(patient, spacing_mm=2.0))
     assert copied["MYO"] < 0.2
     # ANTs samples randomly over several threads: MYO Dice varies by about +/- 0.04 from run to run.
     assert registered["MYO"] > copied["MYO"] + 0.15 and registered["LV"] > copied["LV"] + 0.2, (copied, registered)
