@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench reproduce-mmsdnet reproduce-dualstream clean
+.PHONY: venv demo test lint bench reproduce-mmsdnet reproduce-dualstream clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest Testing
+
+# Lint with the [tool.ruff] settings of pyproject.toml. Needs only a venv with ruff, not the engine's
+# dependencies: creates a bare .venv if there is none and installs the pinned ruff into it if missing.
+RUFF_VERSION := 0.17.6
+lint:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m ruff --version 2>/dev/null | grep -qx "ruff $(RUFF_VERSION)" || $(PY) -m pip install --quiet ruff==$(RUFF_VERSION)
+	$(PY) -m ruff check crossmodal crossmodal_slicer MultiModalSeg DualStreamSeg Testing
 
 # Data-layer benchmark on ../shared/data (or DATA=...): JSON to bench/data_layer.json.
 DATA ?= ../shared/data/mscmrseg

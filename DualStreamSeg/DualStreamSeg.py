@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
 
 import slicer
-from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
 try:
     import crossmodal  # noqa: F401 - installed with the extension
 except ImportError:  # running from a source checkout: the engine sits beside the module folders
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from DualStreamSegLib import DualStreamSegLogic as AbdominalLogic
+from DualStreamSegLib import DualStreamSegLogic, DualStreamSegParameterNode  # noqa: F401 - DualStreamSeg.DualStreamSegLogic for scripting
 
 from crossmodal_slicer.panel import SegmentationPanel, python_executable, wait_in_gui
 
@@ -42,24 +39,12 @@ class DualStreamSeg(ScriptedLoadableModule):
         )
 
 
-@parameterNodeWrapper
-class DualStreamSegParameterNode:
-    inputVolume: vtkMRMLScalarVolumeNode
-    modality: Annotated[str, Choice(["auto", "CT", "MR"])] = "auto"
-    trainingCT: Path
-    trainingMR: Path
-    trainingModelId: str = "my-dualstream"
-    variant: Annotated[str, Choice(["V4", "V3", "V2", "V1", "Joint", "Individual"])] = "V4"
-    trainingSteps: Annotated[int, WithinRange(10, 200000)] = 3000
-
-
 class DualStreamSegWidget(SegmentationPanel):
     MODULE = "DualStreamSeg"
     ARCHITECTURE = "DualStreamFCN"
 
     def setupPanel(self) -> None:
-        self.logic = DualStreamSegModuleLogic()
-        self.segmenter = AbdominalLogic()
+        self.logic = DualStreamSegLogic()
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
 
     def onInputChanged(self, node) -> None:
@@ -72,33 +57,25 @@ class DualStreamSegWidget(SegmentationPanel):
         if tag in ("CT", "MR"):
             self.ui.guessLabel.text = _("{modality} (DICOM tag)").format(modality=tag)
         else:
-            self.ui.guessLabel.text = _("looks like {modality} (intensities)").format(modality=self.segmenter.guess_modality(node))
+            self.ui.guessLabel.text = _("looks like {modality} (intensities)").format(modality=self.logic.guess_modality(node))
 
     def startSegmentation(self):
         p = self._parameterNode
-        return self.segmenter.segment(p.inputVolume, modality=None if p.modality == "auto" else p.modality,
+        return self.logic.segment(p.inputVolume, modality=None if p.modality == "auto" else p.modality,
                                       model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
                                       python=python_executable())
 
     def showResults(self, run) -> None:
-        outputs = self.segmenter.load_results(run, slicer.mrmlScene)
-        outputs.segmentation.CreateDefaultDisplayNodes()
-        slicer.util.setSliceViewerLayers(background=run.volume, fit=True)
+        outputs = self.logic.load_results(run, slicer.mrmlScene)
+        self.logic.show_results(run, outputs, slicer.mrmlScene)
+        slicer.util.setSliceViewerLayers(fit=True)
         volumes = ", ".join(f"{organ} {ml:.0f} mL" for organ, ml in outputs.volumes_ml.items())
         self.status(_("Done ({modality} stream): {volumes}.").format(modality=outputs.modality, volumes=volumes))
 
     def trainingJob(self, resume: bool):
         p = self._parameterNode
-        folder = lambda path: path if str(path) not in ("", ".") else None  # noqa: E731 - an empty path line edit
-        return self.segmenter.train(ct=folder(p.trainingCT), mr=folder(p.trainingMR), model_id=p.trainingModelId, variant=p.variant,
+        return self.logic.train(ct=p.trainingCT, mr=p.trainingMR, model_id=p.trainingModelId, variant=p.variant,
                                     steps=p.trainingSteps, resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
-
-
-class DualStreamSegModuleLogic(ScriptedLoadableModuleLogic):
-    """Holds the parameter node; the work itself is in :mod:`DualStreamSegLib` (tested outside Slicer)."""
-
-    def getParameterNode(self):
-        return DualStreamSegParameterNode(super().getParameterNode())
 
 
 class DualStreamSegTest(ScriptedLoadableModuleTest):
@@ -115,12 +92,12 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
 
     def test_panel_follows_its_parameter_node(self):
         """The .ui and the parameter node wired together in real Slicer; the modality guess shown for a volume."""
-        from crossmodal import mrml
         from crossmodal.phantoms import abdominal_volume
+        from crossmodal_slicer import conversion
 
         widget = slicer.util.getModuleWidget("DualStreamSeg")
         widget.enter()
-        volume = mrml.image_to_volume_node(abdominal_volume("MR", seed=2)[0], slicer.mrmlScene, "T2")
+        volume = conversion.image_to_volume_node(abdominal_volume("MR", seed=2)[0], slicer.mrmlScene, "T2")
         widget._parameterNode.inputVolume = volume
         self.assertIs(widget.ui.inputSelector.currentNode(), volume)
         self.assertIn("MR", widget.ui.guessLabel.text)
@@ -129,19 +106,19 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
         self.assertGreaterEqual(widget.ui.modelSelector.count, 1)  # the bundled model at least
 
     def test_segment_phantom_ct(self):
-        from crossmodal import mrml
         from crossmodal.labels import ABDOMEN
         from crossmodal.phantoms import abdominal_volume
+        from crossmodal_slicer import conversion
 
         self.delayDisplay("Segmenting a synthetic CT")
         image, _labels = abdominal_volume("CT", seed=5)
-        volume = mrml.image_to_volume_node(image, slicer.mrmlScene, "CT")
-        logic = AbdominalLogic()
+        volume = conversion.image_to_volume_node(image, slicer.mrmlScene, "CT")
+        logic = DualStreamSegLogic()
         self.assertEqual(logic.guess_modality(volume), "CT")
         run = logic.segment(volume, device="cpu", python=python_executable())
         self.assertEqual(wait_in_gui(run.job), 0, run.job.failure())
         outputs = logic.load_results(run, slicer.mrmlScene)
-        labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
+        labels = conversion.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
         self.assertEqual(labels.GetSize(), image.GetSize())
         self.assertEqual(outputs.volumes_table.GetTable().GetNumberOfRows(), 4)
         logic.discard(run)

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Union
 
 import slicer
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSequenceNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
 try:
     import crossmodal  # noqa: F401 - installed with the extension
 except ImportError:  # running from a source checkout: the engine sits beside the module folders
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from MultiModalSegLib import MultiModalSegLogic as CardiacLogic
+from MultiModalSegLib import MultiModalSegLogic, MultiModalSegParameterNode  # noqa: F401 - MultiModalSeg.MultiModalSegLogic for scripting
+from MultiModalSegLib.logic import last_frame
 
 from crossmodal_slicer.panel import SegmentationPanel, python_executable, wait_in_gui
 
@@ -39,27 +37,12 @@ class MultiModalSeg(ScriptedLoadableModule):
         self.parent.acknowledgementText = _("Chartsias et al., Multimodal cardiac segmentation using disentangled representation learning, STACOM 2019.")
 
 
-@parameterNodeWrapper
-class MultiModalSegParameterNode:
-    cineVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode]  # noqa: UP007 - the wrapper reads typing.Union only
-    cineFrame: Annotated[int, WithinRange(0, 999)] = 0
-    lgeVolume: vtkMRMLScalarVolumeNode
-    referenceSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007
-    anatomyChannel: Annotated[int, WithinRange(1, 8)] = 1
-    showAlignedCine: bool = True
-    trainingData: Path
-    trainingModelId: str = "my-mmsdnet"
-    lgeMaskPercent: Annotated[float, WithinRange(0, 100)] = 100
-    trainingSteps: Annotated[int, WithinRange(10, 200000)] = 1500
-
-
 class MultiModalSegWidget(SegmentationPanel):
     MODULE = "MultiModalSeg"
     ARCHITECTURE = "MMSDNet"
 
     def setupPanel(self) -> None:
-        self.logic = MultiModalSegModuleLogic()
-        self.segmenter = CardiacLogic()
+        self.logic = MultiModalSegLogic()
         self.outputs = None
         self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySide)
         self.ui.nextFlaggedButton.connect("clicked(bool)", self.onNextFlagged)
@@ -72,10 +55,13 @@ class MultiModalSegWidget(SegmentationPanel):
 
     def onCineChanged(self, node) -> None:
         """A cine sequence needs a frame: enable the frame choice, bounded by its number of frames."""
-        isSequence = node is not None and node.IsA("vtkMRMLSequenceNode")
-        self.ui.cineFrameSpinBox.enabled = isSequence
-        if isSequence:
-            self.ui.cineFrameSpinBox.maximum = max(0, node.GetNumberOfDataNodes() - 1)
+        last = last_frame(node)
+        self.ui.cineFrameSpinBox.enabled = last is not None
+        if last is not None:
+            self.ui.cineFrameSpinBox.maximum = last
+
+    def onParameterNodeConnected(self) -> None:
+        self.onCineChanged(self._parameterNode.cineVolume)
 
     def cineShown(self):
         """The scene node that shows the chosen cine: the volume, or the proxy of the sequence at the chosen frame."""
@@ -90,18 +76,16 @@ class MultiModalSegWidget(SegmentationPanel):
 
     def startSegmentation(self):
         p = self._parameterNode
-        return self.segmenter.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, cine_frame_index=p.cineFrame,
+        return self.logic.segment(p.lgeVolume, p.cineVolume, p.referenceSegmentation, cine_frame_index=p.cineFrame,
                                       model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
                                       python=python_executable())
 
     def showResults(self, run) -> None:
-        self.outputs = outputs = self.segmenter.load_results(run, slicer.mrmlScene)
-        fused = outputs.segmentations.get("seg_fused_lge") or outputs.segmentations.get("seg_lge")
-        slicer.util.setSliceViewerLayers(background=run.lge, foreground=outputs.aligned_cine if self._parameterNode.showAlignedCine else None,
-                                         foregroundOpacity=0.5, fit=True)
-        for node in outputs.segmentations.values():
-            node.CreateDefaultDisplayNodes()
-            node.GetDisplayNode().SetVisibility(node is fused)
+        self.outputs = outputs = self.logic.load_results(run, slicer.mrmlScene)
+        if "LGE" in outputs.anatomy:
+            self.ui.anatomyChannelSpinBox.maximum = len(outputs.anatomy["LGE"])
+        self.showOutputs()
+        slicer.util.setSliceViewerLayers(fit=True)
         flagged = ", ".join(map(str, outputs.flagged_slices)) or _("none")
         self.ui.flagsLabel.text = _("Slices where LGE-only and fused disagree (look at them): {slices}").format(slices=flagged)
         self.ui.nextFlaggedButton.enabled = bool(outputs.flagged_slices)
@@ -110,16 +94,21 @@ class MultiModalSegWidget(SegmentationPanel):
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.dice_table.GetID())
             slicer.app.applicationLogic().PropagateTableSelection()
-        if "LGE" in outputs.anatomy:
-            self.ui.anatomyChannelSpinBox.maximum = len(outputs.anatomy["LGE"])
-        self.onAnatomyChannel(self.ui.anatomyChannelSpinBox.value)
         self.status(_("Done."))
+
+    def showOutputs(self, anatomyChannel: int | None = None, alignedCine: bool | None = None) -> None:
+        """The results in the slice views as the logic lays them out; a toggle passes its new value (its
+        signal may reach this slot before it reaches the parameter node)."""
+        p = self._parameterNode
+        if self.outputs and self.outputs.lge.GetScene() is not None:
+            self.logic.show_results(self.outputs, slicer.mrmlScene, anatomy_channel=p.anatomyChannel if anatomyChannel is None else int(anatomyChannel),
+                                    aligned_cine=p.showAlignedCine if alignedCine is None else bool(alignedCine))
 
     def onNextFlagged(self) -> None:
         """Centre the viewers on the next flagged LGE slice, round and round."""
         if not self.outputs or self.outputs.lge.GetScene() is None:
             return
-        slices = self.segmenter.flagged_slice_centres(self.outputs)
+        slices = self.logic.flagged_slice_centres(self.outputs)
         if not slices:
             return
         k, (r, a, s) = slices[self.flagged % len(slices)]
@@ -129,12 +118,10 @@ class MultiModalSegWidget(SegmentationPanel):
 
     def onAnatomyChannel(self, value) -> None:
         """Show one anatomy channel of the LGE as the label layer."""
-        if self.outputs and "LGE" in self.outputs.anatomy:
-            slicer.util.setSliceViewerLayers(label=self.outputs.anatomy["LGE"][int(value) - 1], labelOpacity=0.5)
+        self.showOutputs(anatomyChannel=value)
 
     def onShowAlignedCine(self, show: bool) -> None:
-        if self.outputs and self.outputs.aligned_cine:
-            slicer.util.setSliceViewerLayers(foreground=self.outputs.aligned_cine if show else None, foregroundOpacity=0.5)
+        self.showOutputs(alignedCine=show)
 
     def onSideBySide(self) -> None:
         """Cine and LGE side by side with linked slices."""
@@ -152,15 +139,8 @@ class MultiModalSegWidget(SegmentationPanel):
 
     def trainingJob(self, resume: bool):
         p = self._parameterNode
-        return self.segmenter.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
+        return self.logic.train(p.trainingData, model_id=p.trainingModelId, lge_fraction=p.lgeMaskPercent / 100, steps=p.trainingSteps,
                                   resume=resume, device=self.ui.deviceSelector.currentData, python=python_executable())
-
-
-class MultiModalSegModuleLogic(ScriptedLoadableModuleLogic):
-    """Holds the parameter node; the work itself is in :mod:`MultiModalSegLib` (tested outside Slicer)."""
-
-    def getParameterNode(self):
-        return MultiModalSegParameterNode(super().getParameterNode())
 
 
 class MultiModalSegTest(ScriptedLoadableModuleTest):
@@ -196,21 +176,21 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
     def test_segment_phantom_pair(self):
         import numpy as np
 
-        from crossmodal import mrml
         from crossmodal.labels import CARDIAC_MYO_LV
         from crossmodal.phantoms import cardiac_pair
+        from crossmodal_slicer import conversion
 
         self.delayDisplay("Segmenting a synthetic cine + LGE pair")
         pair = cardiac_pair(seed=7)
-        lge = mrml.image_to_volume_node(pair.lge, slicer.mrmlScene, "LGE")
-        cine = mrml.image_to_volume_node(pair.cine, slicer.mrmlScene, "cine")
-        logic = CardiacLogic()
+        lge = conversion.image_to_volume_node(pair.lge, slicer.mrmlScene, "LGE")
+        cine = conversion.image_to_volume_node(pair.cine, slicer.mrmlScene, "cine")
+        logic = MultiModalSegLogic()
         run = logic.segment(lge, cine, device="cpu", python=python_executable())
         self.assertEqual(wait_in_gui(run.job), 0, run.job.failure())
         outputs = logic.load_results(run, slicer.mrmlScene)
         fused = outputs.segmentations["seg_fused_lge"]
         self.assertEqual(fused.GetSegmentation().GetNumberOfSegments(), 2)
-        back = mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
+        back = conversion.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
         self.assertTrue(np.allclose(back.GetOrigin(), pair.lge.GetOrigin()))
         self.assertIsNotNone(outputs.transform)
         logic.discard(run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,21 @@ import torch
 
 slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip install -e '.[dev]') are not installed")
 
-from crossmodal import module_logic, mrml  # noqa: E402
+from slicer_python import modules_on_newest_release  # noqa: E402
+
 from crossmodal.errors import InputError  # noqa: E402
 from crossmodal.geometry import Grid  # noqa: E402
 from crossmodal.image_io import read_image  # noqa: E402
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV  # noqa: E402
 from crossmodal.phantoms import abdominal_volume, cardiac_pair  # noqa: E402
+from crossmodal_slicer import conversion, runs  # noqa: E402
+from crossmodal_slicer.outputs import OUTPUT_ATTRIBUTE, own_outputs  # noqa: E402
+from crossmodal_slicer.scene import append_metrics, training_plot  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "MultiModalSeg"), str(ROOT / "DualStreamSeg")]
-
-from DualStreamSegLib import DualStreamSegLogic  # noqa: E402
-from MultiModalSegLib import CardiacOutputs, MultiModalSegLogic  # noqa: E402
+MultiModalSegLib, DualStreamSegLib = modules_on_newest_release()
+DualStreamSegLogic = DualStreamSegLib.DualStreamSegLogic
+CardiacOutputs = MultiModalSegLib.CardiacOutputs
+MultiModalSegLogic = MultiModalSegLib.MultiModalSegLogic
 
 
 def node_names(scene) -> list[str]:
@@ -33,7 +35,7 @@ def node_names(scene) -> list[str]:
 
 
 def checksum(node) -> tuple:
-    image = mrml.volume_node_to_image(node)
+    image = conversion.volume_node_to_image(node)
     return float(sitk.GetArrayViewFromImage(image).sum()), image.GetOrigin(), image.GetDirection(), node.GetName()
 
 
@@ -41,8 +43,8 @@ def checksum(node) -> tuple:
 def cardiac_scene(catalog):
     scene = slicer.vtkMRMLScene()
     pair = cardiac_pair(seed=41)
-    nodes = {"lge": mrml.image_to_volume_node(pair.lge, scene, "LGE"), "cine": mrml.image_to_volume_node(pair.cine, scene, "cine"),
-             "reference": mrml.image_to_volume_node(pair.lge_mask, scene, "LGE reference", labelmap=True)}
+    nodes = {"lge": conversion.image_to_volume_node(pair.lge, scene, "LGE"), "cine": conversion.image_to_volume_node(pair.cine, scene, "cine"),
+             "reference": conversion.image_to_volume_node(pair.lge_mask, scene, "LGE reference", labelmap=True)}
     return scene, nodes, pair
 
 
@@ -57,7 +59,7 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     fused = outputs.segmentations["seg_fused_lge"]
     segmentation = fused.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["myocardium", "left ventricle"]
-    back = mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
+    back = conversion.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
     assert back.GetSize() == pair.lge.GetSize()  # exported on the LGE's own grid
     assert [len(v) for v in outputs.anatomy.values()] == [8, 8]
     assert outputs.aligned_cine.GetParentTransformNode() is outputs.transform and nodes["cine"].GetParentTransformNode() is None
@@ -81,13 +83,13 @@ def test_a_single_lge_slice_is_segmented_with_the_cine(cardiac_scene):
     """MMSDNet is a 2-D network: one LGE slice (a 2-D image in Slicer) is a valid input, paired with its cine slice."""
     scene, nodes, pair = cardiac_scene
     middle = pair.lge.GetSize()[2] // 2
-    one = mrml.image_to_volume_node(pair.lge[:, :, middle : middle + 1], scene, "LGE slice")
+    one = conversion.image_to_volume_node(pair.lge[:, :, middle : middle + 1], scene, "LGE slice")
     logic = MultiModalSegLogic()
     run = logic.segment(one, nodes["cine"], model="tiny-mmsdnet", device="cpu")
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
     logic.discard(run)
-    fused = mrml.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, pair.lge[:, :, middle : middle + 1])
+    fused = conversion.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, pair.lge[:, :, middle : middle + 1])
     assert fused.GetSize()[2] == 1 and outputs.agreement_table.GetTable().GetNumberOfRows() == 1
 
 
@@ -107,7 +109,7 @@ def cine_sequence(scene, cine: sitk.Image, frames: int):
     scene.AddNode(sequence)
     sequence.SetName("cine sequence")
     for frame in range(frames):
-        volume = mrml.image_to_volume_node(sitk.Cast(cine, sitk.sitkFloat32) * (frame + 1.0), scene, f"phase {frame}")
+        volume = conversion.image_to_volume_node(sitk.Cast(cine, sitk.sitkFloat32) * (frame + 1.0), scene, f"phase {frame}")
         sequence.SetDataNodeAtValue(volume, str(frame))  # the sequence keeps its own copy
         scene.RemoveNode(volume)
     return sequence
@@ -147,7 +149,7 @@ def test_the_bundled_models_masks_land_voxel_for_voxel_on_each_inputs_oblique_gr
     outputs = logic.load_results(run, scene)
     for name, node in outputs.segmentations.items():
         source = pair.cine if name == "seg_cine" else pair.lge
-        back = mrml.segmentation_node_to_labelmap(node, CARDIAC_MYO_LV, source)
+        back = conversion.segmentation_node_to_labelmap(node, CARDIAC_MYO_LV, source)
         written = sitk.GetArrayFromImage(read_image(run.folder / "out" / f"{name}.nii.gz"))
         assert written.any() and np.array_equal(sitk.GetArrayFromImage(back), written), name
     logic.discard(run)
@@ -157,7 +159,7 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
     scene, nodes, pair = cardiac_scene
     far = sitk.Image(cardiac_pair(seed=41).cine)  # the same orientation as the LGE, 9 m away
     far.SetOrigin((9000.0, 0.0, 0.0))
-    remote = mrml.image_to_volume_node(far, scene, "remote cine")
+    remote = conversion.image_to_volume_node(far, scene, "remote cine")
     names = node_names(scene)
     logic = MultiModalSegLogic()
     run = logic.segment(nodes["lge"], remote, model="tiny-mmsdnet", device="cpu")
@@ -167,7 +169,7 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
     assert node_names(scene) == names
     with pytest.raises(InputError, match="no LGE volume is selected"):
         logic.segment(None, nodes["cine"])
-    empty = mrml.image_to_volume_node(sitk.Image(pair.lge.GetSize(), sitk.sitkUInt8), scene, "blank mask", labelmap=True)
+    empty = conversion.image_to_volume_node(sitk.Image(pair.lge.GetSize(), sitk.sitkUInt8), scene, "blank mask", labelmap=True)
     with pytest.raises(InputError, match="blank mask: is empty; a reference LGE mask marks 200 \\(myocardium\\)"):
         logic.segment(nodes["lge"], nodes["cine"], empty)
 
@@ -188,10 +190,10 @@ def test_a_failed_or_cancelled_run_explains_itself_and_leaves_the_scene_alone(ca
     options = {"model": change.get("model", "tiny-mmsdnet" if module == "MultiModalSeg" else "tiny-v4"), "device": change.get("device", "cpu")}
     if module == "MultiModalSeg":
         pair = cardiac_pair(seed=43)
-        logic, inputs = MultiModalSegLogic(), [mrml.image_to_volume_node(pair.lge, scene, "LGE"), mrml.image_to_volume_node(pair.cine, scene, "cine")]
+        logic, inputs = MultiModalSegLogic(), [conversion.image_to_volume_node(pair.lge, scene, "LGE"), conversion.image_to_volume_node(pair.cine, scene, "cine")]
     else:
         image, _ = abdominal_volume("CT", seed=9)
-        logic, inputs = DualStreamSegLogic(), [mrml.image_to_volume_node(image, scene, "CT")]
+        logic, inputs = DualStreamSegLogic(), [conversion.image_to_volume_node(image, scene, "CT")]
     names, before = node_names(scene), [checksum(node) for node in inputs]
     run = logic.segment(*inputs, **options)
     if change.get("cancel"):
@@ -206,20 +208,20 @@ def test_a_failed_or_cancelled_run_explains_itself_and_leaves_the_scene_alone(ca
 def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):
     scene = slicer.vtkMRMLScene()
     image, _ = abdominal_volume("MR", seed=7)
-    volume = mrml.image_to_volume_node(image, scene, "T2")
+    volume = conversion.image_to_volume_node(image, scene, "T2")
     logic = DualStreamSegLogic()
     assert logic.guess_modality(volume) == "MR"
     run = logic.segment(volume, model="tiny-v4", device="cpu")
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
     assert outputs.modality == "MR" and outputs.volumes_table.GetTable().GetNumberOfRows() == 4
-    labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
+    labels = conversion.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
     written = read_image(run.folder / "out" / "organs.nii.gz")
     assert np.array_equal(sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(written))  # voxel for voxel
     assert Grid.of(labels) == Grid.of(image)
     with pytest.raises(InputError, match="no CT or MR volume is selected"):
         logic.segment(None)
-    one_slice = mrml.image_to_volume_node(image[:, :, 12], scene, "T2 slice")  # a 2-D image: a one-slice volume in Slicer
+    one_slice = conversion.image_to_volume_node(image[:, :, 12], scene, "T2 slice")  # a 2-D image: a one-slice volume in Slicer
     with pytest.raises(InputError, match=r"T2 slice: is 1 voxel\(s\), 1 mm, along its K axis: a slice, not a volume"):
         logic.segment(one_slice)
     rerun = logic.segment(volume, model="tiny-v4", device="cpu")
@@ -235,10 +237,10 @@ def test_a_training_started_from_a_panel_fills_its_plot(phantom_mscmrseg, tmp_pa
     scene = slicer.vtkMRMLScene()
     recipe = {"architecture": "MMSDNet", "id": "panel", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
               "batch_size": 4, "validate_every": 2, "validation": [1]}
-    job = module_logic.start_training(recipe, {"data": str(phantom_mscmrseg)}, tmp_path / "panel", device="cpu")
-    table, chart = module_logic.training_plot(scene, "panel", "test")
+    job = runs.start_training(recipe, {"data": str(phantom_mscmrseg)}, tmp_path / "panel", device="cpu")
+    table, chart = training_plot(scene, "panel", "test")
     assert job.wait(timeout=300) == 0, job.failure()
-    assert module_logic.append_metrics(table, job.events) == 4
+    assert append_metrics(table, job.events) == 4
     data = table.GetTable()
     assert [data.GetValue(r, 0).ToDouble() for r in range(4)] == [1, 2, 3, 4] and chart.GetNumberOfPlotSeriesNodes() == 2
     assert (tmp_path / "panel" / "card.json").exists()
@@ -269,13 +271,13 @@ def test_outputs_survive_saving_and_reloading_the_scene(cardiac_scene, tmp_path)
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
     logic.discard(run)  # the run's files are gone: everything must be saved from the scene itself
-    key = outputs.transform.GetAttribute(module_logic.OUTPUT_ATTRIBUTE)
-    saved = {node.GetName(): node for node in module_logic.own_outputs(scene, key)}
+    key = outputs.transform.GetAttribute(OUTPUT_ATTRIBUTE)
+    saved = {node.GetName(): node for node in own_outputs(scene, key)}
     reloaded = save_and_reload(scene, tmp_path)
-    found = {node.GetName(): node for node in module_logic.own_outputs(reloaded, key)}
+    found = {node.GetName(): node for node in own_outputs(reloaded, key)}
     assert sorted(found) == sorted(saved) and len(found) == 3 + 16 + 2 + 2  # still tagged: a re-run after reloading replaces them
     fused = found["LGE MMSDNet fused (cine + LGE)"]
-    assert mrml.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge).GetSize() == pair.lge.GetSize()
+    assert conversion.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge).GetSize() == pair.lge.GetSize()
     aligned = found["cine aligned to LGE"]
     assert aligned.GetParentTransformNode().GetName() == "LGE MMSDNet TPS alignment"  # the cine still shows aligned
     point = (5.0, -3.0, 12.0)

@@ -6,7 +6,6 @@ Skipped when the real data (../shared/data) or the Slicer core libraries are abs
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,18 @@ from conftest import shared_data
 
 slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip install -e '.[dev]') are not installed")
 
-from crossmodal import mrml  # noqa: E402
+from slicer_python import ROOT, modules_on_newest_release  # noqa: E402
+
 from crossmodal.bundles import read_card  # noqa: E402
 from crossmodal.datasets import read_nnunet_dataset  # noqa: E402
 from crossmodal.geometry import Grid, resample  # noqa: E402
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV  # noqa: E402
 from crossmodal.metrics import dice  # noqa: E402
+from crossmodal_slicer import conversion  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "MultiModalSeg"), str(ROOT / "DualStreamSeg")]
-
-from DualStreamSegLib import DualStreamSegLogic  # noqa: E402
-from MultiModalSegLib import MultiModalSegLogic  # noqa: E402
+MultiModalSegLib, DualStreamSegLib = modules_on_newest_release()
+DualStreamSegLogic = DualStreamSegLib.DualStreamSegLogic
+MultiModalSegLogic = MultiModalSegLib.MultiModalSegLogic
 
 pytestmark = pytest.mark.realdata
 
@@ -38,7 +37,7 @@ def assert_same_space(node, path: Path) -> None:
     Not necessarily on the same voxel grid: Slicer turns a left-handed header (MS-CMRSeg's, det -1)
     into a right-handed one by reversing the slice order, so only a comparison in physical space is fair.
     """
-    ours, theirs = mrml.volume_node_to_image(node), sitk.ReadImage(str(path))
+    ours, theirs = conversion.volume_node_to_image(node), sitk.ReadImage(str(path))
     distances = np.linalg.norm(Grid.of(ours).corners()[:, None] - Grid.of(theirs).corners()[None], axis=-1)
     assert distances.min(axis=1).max() < 1e-3  # the same eight corners, in whatever order
     on_theirs = resample(ours, Grid.of(theirs), label=True)  # nearest neighbour: voxel centres coincide
@@ -50,7 +49,7 @@ def test_multimodalseg_on_a_held_out_patient_read_by_slicer():
     folder = shared_data("mscmrseg")
     files = {role: folder / f"patient33_{suffix}.nii.gz" for role, suffix in (("lge", "DE"), ("cine", "C0"), ("reference", "DE_manual"))}
     scene = slicer.vtkMRMLScene()
-    nodes = {role: mrml.read_volume(path, scene, labelmap=role == "reference") for role, path in files.items()}
+    nodes = {role: conversion.read_volume(path, scene, labelmap=role == "reference") for role, path in files.items()}
     for role, node in nodes.items():
         assert_same_space(node, files[role])
     logic = MultiModalSegLogic()
@@ -59,7 +58,7 @@ def test_multimodalseg_on_a_held_out_patient_read_by_slicer():
     outputs = logic.load_results(run, scene)
     logic.discard(run)
     truth = sitk.ReadImage(str(files["reference"]))
-    fused = mrml.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, truth)
+    fused = conversion.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, truth)
     scores = dice(sitk.GetArrayFromImage(fused), sitk.GetArrayFromImage(truth), CARDIAC_MYO_LV.values)
     myocardium, ventricle = (scores[label.value] for label in CARDIAC_MYO_LV.labels)
     assert myocardium > 0.65 and ventricle > 0.8, scores
@@ -76,7 +75,7 @@ def test_dualstreamseg_on_a_held_out_ct_read_by_slicer():
     dataset = read_nnunet_dataset(shared_data("btcv_ct"))
     case = next(c for c in dataset.cases if c.case_id == "BTCV_018")
     scene = slicer.vtkMRMLScene()
-    volume = mrml.read_volume(case.images[0], scene)
+    volume = conversion.read_volume(case.images[0], scene)
     assert_same_space(volume, case.images[0])
     logic = DualStreamSegLogic()
     assert logic.guess_modality(volume) == "CT"
@@ -85,7 +84,7 @@ def test_dualstreamseg_on_a_held_out_ct_read_by_slicer():
     outputs = logic.load_results(run, scene)
     logic.discard(run)
     truth = dataset.read_label(case)
-    labels = mrml.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, truth)
+    labels = conversion.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, truth)
     scores = dice(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(truth), ABDOMEN.values)
     reported = read_card(ROOT / "Resources" / "Models" / "dualstream-v4-abdomen").validation["dice_native"]["BTCV_018"]
     for label in ABDOMEN.labels:

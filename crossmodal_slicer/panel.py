@@ -1,7 +1,8 @@
 """Qt-side helpers both panels share: dependencies, the model and device choices, and background jobs.
 
 This is the thin GUI layer (it needs the Slicer application). Everything it calls that touches data
-lives in :mod:`crossmodal.module_logic` and the modules' ``Lib`` packages, which are tested outside Slicer.
+lives in the rest of :mod:`crossmodal_slicer` and the modules' ``Lib`` packages, which are tested outside
+the application, on real MRML with Slicer's own Python.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from crossmodal import module_logic
+from crossmodal_slicer.binding import ParameterNodeBinding
+from crossmodal_slicer.outputs import remove_outputs
+from crossmodal_slicer.runs import models_for
+from crossmodal_slicer.scene import append_metrics, training_plot
 
 PINNED = {"monai": "monai==1.6.1"}
 """Packages the engine needs beyond what Slicer ships (numpy, scipy, SimpleITK) and PyTorch."""
@@ -128,9 +132,9 @@ class JobMonitor:
 
 class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """What both panels share: the .ui and its parameter node, the model and device choices, background
-    jobs with progress, log and Cancel, and the training section. A module's widget sets ``segmenter``
-    (its Lib logic) in ``setupPanel`` and adds its inputs, ``startSegmentation``, ``showResults`` and
-    ``trainingJob``."""
+    jobs with progress, log and Cancel, and the training section. A module's widget sets ``logic`` (its
+    Lib's ``<Module>Logic``) in ``setupPanel`` and adds its inputs, ``startSegmentation``, ``showResults``
+    and ``trainingJob``."""
 
     MODULE = ""
     ARCHITECTURE = ""
@@ -139,10 +143,8 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self.binding = None
         self.monitor = None
-        self.segmenter = None
         self.run = None
 
     def setup(self) -> None:
@@ -160,15 +162,24 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrain(resume=False))
         self.ui.resumeButton.connect("clicked(bool)", lambda: self.onTrain(resume=True))
         self.setupPanel()
+        self.binding = ParameterNodeBinding(self.ui, self.onParameterNodeConnected)
         self.initializeParameterNode()
         self.updateButtons()
 
     def setupPanel(self) -> None:
-        """The module's own connections."""
+        """The module's logic and own connections."""
+
+    def onParameterNodeConnected(self) -> None:
+        """After the parameter node is connected to the widgets: restore what the connectors reset."""
+
+    @property
+    def _parameterNode(self):
+        return self.binding.parameters if self.binding is not None else None
 
     def cleanup(self) -> None:
         """Slicer is closing (or the module reloading): stop a running child; a training keeps a checkpoint to resume."""
         self.removeObservers()
+        self.binding.bind(None)
         if self.monitor is not None and self.monitor.job.running:
             self.monitor.timer.stop()
             self.monitor.job.cancel()
@@ -176,30 +187,18 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.initializeParameterNode()
 
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-
     def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
+        self.binding.bind(None)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, parameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+        self.binding.bind(self.logic.getParameterNode())
 
     def refreshModels(self) -> None:
-        fill_models(self.ui.modelSelector, module_logic.models_for(self.ARCHITECTURE))
+        fill_models(self.ui.modelSelector, models_for(self.ARCHITECTURE))
 
     def updateButtons(self, busy: bool = False) -> None:
         for button in (self.ui.segmentButton, self.ui.trainButton, self.ui.resumeButton):
@@ -243,7 +242,7 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
                 self.showResults(run)
         finally:
-            self.segmenter.discard(run)
+            self.logic.discard(run)
 
     def onCancel(self) -> None:
         if self.monitor is not None:
@@ -260,10 +259,10 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not start the training.", waitCursor=True):
             job = self.trainingJob(resume)
             key = f"{self.MODULE}/training/{modelId}"
-            module_logic.remove_outputs(slicer.mrmlScene, key)
-            table, chart = module_logic.training_plot(slicer.mrmlScene, modelId, key)
+            remove_outputs(slicer.mrmlScene, key)
+            table, chart = training_plot(slicer.mrmlScene, modelId, key)
             slicer.modules.plots.logic().ShowChartInLayout(chart)
-            self.runInBackground(job, self.ui.trainingProgressBar, lambda events: module_logic.append_metrics(table, events), self.onTrainingFinished)
+            self.runInBackground(job, self.ui.trainingProgressBar, lambda events: append_metrics(table, events), self.onTrainingFinished)
             self.status("Training in the background; Cancel keeps a checkpoint that Resume continues from.")
 
     def onTrainingFinished(self, job) -> None:

@@ -1,4 +1,4 @@
-"""DualStreamSeg logic (MRML, no Qt): a CT or MR volume through the dual-stream FCN in a child process.
+"""DualStreamSegLogic (MRML, no Qt): a CT or MR volume through the dual-stream FCN in a child process.
 
 Outputs, tagged as this module's for the input volume (re-running replaces them, and nothing else):
 a segmentation node with liver, right kidney, left kidney and spleen (named, coloured, standard
@@ -11,15 +11,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossmodal import module_logic, mrml
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
 from crossmodal.abdominal import MODALITIES, guess_modality, require_volume
 from crossmodal.catalog import user_models_folder
 from crossmodal.errors import InputError
 from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import ABDOMEN
+from crossmodal_slicer import conversion, runs
+from crossmodal_slicer.outputs import mark, output_key, remove_outputs
+from crossmodal_slicer.scene import show_layers, show_only, table_node
+from DualStreamSegLib.parameters import DualStreamSegParameterNode
 
-MODULE = "DualStreamSeg"
 TRAINING_RECIPE = {"architecture": "DualStreamFCN", "filters": [16, 32, 64, 128, 256], "units_per_scale": 1, "patch": 48, "batch_size": 2,
                    "learning_rate": 1e-3, "validate_every": 250, "checkpoint_every": 250, "validation": {"CT": 1, "MR": 3},
                    "ct_window": [-125, 275]}
@@ -41,11 +45,21 @@ class AbdominalOutputs:
     volumes_ml: dict[str, float]
 
 
-class DualStreamSegLogic:
+class DualStreamSegLogic(ScriptedLoadableModuleLogic):
+    """Everything DualStreamSeg does to data and to the scene; the panel only reads the GUI and calls it.
+
+    From Slicer's Python console: ``DualStreamSeg.DualStreamSegLogic().segment(volume)``, then
+    ``load_results(run, slicer.mrmlScene)`` once ``run.job`` has finished.
+    """
+
+    def getParameterNode(self) -> DualStreamSegParameterNode:
+        """The scene's parameter node of this module (made once per scene, tagged "DualStreamSeg")."""
+        return DualStreamSegParameterNode(super().getParameterNode())
+
     @staticmethod
     def guess_modality(volume) -> str:
         """CT or MR, from the intensities (the panel may override it, e.g. from the DICOM Modality tag)."""
-        return guess_modality(mrml.volume_node_to_image(volume))[0]
+        return guess_modality(conversion.volume_node_to_image(volume))[0]
 
     def segment(self, volume, *, modality: str | None = None, model: str | None = None, device: str = "auto", python: str | None = None) -> AbdominalRun:
         if volume is None:
@@ -55,32 +69,38 @@ class DualStreamSegLogic:
         require_volume(volume.GetImageData().GetDimensions(), volume.GetSpacing(), volume.GetName())
         if modality is not None and modality not in MODALITIES:
             raise InputError("modality", f"must be one of {', '.join(MODALITIES)}")
-        folder = module_logic.work_folder("dualstreamseg")
-        paths = module_logic.export_inputs({"image": volume}, folder)
+        folder = runs.work_folder("dualstreamseg")
+        paths = runs.export_inputs({"image": volume}, folder)
         arguments = ["segment", "--image", str(paths["image"]), "--out", str(folder / "out")]
         arguments += ["--modality", modality] if modality else []
         arguments += ["--model", model] if model else []
-        return AbdominalRun(module_logic.start(arguments, python, device), folder, volume)
+        return AbdominalRun(runs.start(arguments, python, device), folder, volume)
 
     def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:
-        result = module_logic.finished_result(run.job, run.volume, scene)
-        key = module_logic.output_key(MODULE, run.volume)
-        module_logic.remove_outputs(scene, key)
+        result = runs.finished_result(run.job, run.volume, scene)
+        key = output_key(self.moduleName, run.volume)
+        remove_outputs(scene, key)
         name = run.volume.GetName()
         labels = read_image(Path(result["outputs"]["organs"]))
-        segmentation = module_logic.mark(mrml.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
+        segmentation = mark(conversion.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
         rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
-        table = module_logic.table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
+        table = table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
         return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"])
+
+    @staticmethod
+    def show_results(run: AbdominalRun, outputs: AbdominalOutputs, scene) -> None:
+        """What the panel shows in every slice view: the volume with the organs over it."""
+        show_layers(scene, background=run.volume, foreground=None, label=None)
+        show_only([outputs.segmentation], outputs.segmentation)
 
     def train(self, *, ct: Path | None, mr: Path | None, model_id: str, variant: str = "V4", steps: int = 3000, resume: bool = False,
               device: str = "auto", python: str | None = None) -> ChildJob:
         """Start ``crossmodal train`` of a dual-stream FCN on nnU-Net-layout CT and/or MR folders, into the user models folder."""
-        data = {flag: str(folder) for flag, folder in (("ct", ct), ("mr", mr)) if folder}
+        data = {flag: str(folder) for flag, folder in (("ct", runs.chosen_folder(ct)), ("mr", runs.chosen_folder(mr))) if folder}
         if not data:
             raise InputError("training data", "choose a CT folder, an MR folder or both (nnU-Net layout)")
         recipe = {**TRAINING_RECIPE, "id": model_id, "variant": variant, "steps": int(steps)}
-        return module_logic.start_training(recipe, data, user_models_folder() / model_id, resume=resume, python=python, device=device)
+        return runs.start_training(recipe, data, user_models_folder() / model_id, resume=resume, python=python, device=device)
 
     def discard(self, run: AbdominalRun) -> None:
         shutil.rmtree(run.folder, ignore_errors=True)

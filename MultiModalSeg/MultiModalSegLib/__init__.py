@@ -1,5 +1,6 @@
-"""MultiModalSeg logic that needs MRML but not Qt (tested on real MRML scenes outside Slicer)."""
+"""MultiModalSeg's logic and parameters (MRML, no Qt; tested on real MRML scenes with Slicer's own Python)."""
 
 from MultiModalSegLib.logic import CardiacOutputs, CardiacRun, MultiModalSegLogic
+from MultiModalSegLib.parameters import MultiModalSegParameterNode
 
-__all__ = ["CardiacOutputs", "CardiacRun", "MultiModalSegLogic"]
+__all__ = ["CardiacOutputs", "CardiacRun", "MultiModalSegLogic", "MultiModalSegParameterNode"]

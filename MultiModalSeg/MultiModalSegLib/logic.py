@@ -1,4 +1,4 @@
-"""MultiModalSeg logic (MRML, no Qt): a cine + LGE pair through MMSDNet in a child process, results into the scene.
+"""MultiModalSegLogic (MRML, no Qt): a cine + LGE pair through MMSDNet in a child process, results into the scene.
 
 Outputs, all tagged as this module's for the LGE input (re-running replaces them, and nothing else):
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from crossmodal import module_logic, mrml
 from crossmodal.catalog import user_models_folder
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.errors import InputError
@@ -29,8 +29,11 @@ from crossmodal.image_io import read_image, write_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 from crossmodal.qa import reference_rows, require_reference
+from crossmodal_slicer import conversion, runs
+from crossmodal_slicer.outputs import mark, output_key, remove_outputs
+from crossmodal_slicer.scene import place_in_folder, read_transform, show_layers, show_only, slice_centre_ras, subject_folder, table_node
+from MultiModalSegLib.parameters import MultiModalSegParameterNode
 
-MODULE = "MultiModalSeg"
 TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
                    "validate_every": 50, "checkpoint_every": 100}
 """What a panel training uses besides the user's choices: the bundled model's configuration (configs/mmsdnet-mscmrseg.json)."""
@@ -64,6 +67,11 @@ class CardiacOutputs:
     agreement_table: object | None = None
     flagged_slices: list[int] = field(default_factory=list)
 
+    @property
+    def main_segmentation(self):
+        """The segmentation a reader looks at first: fused with the cine, else the LGE alone."""
+        return self.segmentations.get("seg_fused_lge") or self.segmentations.get("seg_lge")
+
 
 def cine_frame(cine, frame: int = 0) -> tuple[object | None, str]:
     """The cine volume to segment with, and its name: ``cine`` itself, or frame ``frame`` of a cine sequence.
@@ -82,14 +90,31 @@ def cine_frame(cine, frame: int = 0) -> tuple[object | None, str]:
     return volume, f"{cine.GetName()} frame {frame}"
 
 
+def last_frame(cine) -> int | None:
+    """The last frame index of a cine sequence (the panel's frame limit); ``None`` for a volume or nothing."""
+    if cine is None or not cine.IsA("vtkMRMLSequenceNode"):
+        return None
+    return max(0, cine.GetNumberOfDataNodes() - 1)
+
+
 def reference_labels(reference, lge) -> sitk.Image:
     """A reference (labelmap volume, or segmentation with myocardium / LV / RV segments) as MS-CMRSeg values on the LGE grid."""
     if reference.IsA("vtkMRMLSegmentationNode"):
-        return mrml.segmentation_node_to_labelmap(reference, MSCMRSEG, mrml.volume_node_to_image(lge))
-    return mrml.volume_node_to_image(reference)
+        return conversion.segmentation_node_to_labelmap(reference, MSCMRSEG, conversion.volume_node_to_image(lge))
+    return conversion.volume_node_to_image(reference)
 
 
-class MultiModalSegLogic:
+class MultiModalSegLogic(ScriptedLoadableModuleLogic):
+    """Everything MultiModalSeg does to data and to the scene; the panel only reads the GUI and calls it.
+
+    From Slicer's Python console: ``MultiModalSeg.MultiModalSegLogic().segment(lge, cine)``, then
+    ``load_results(run, slicer.mrmlScene)`` once ``run.job`` has finished.
+    """
+
+    def getParameterNode(self) -> MultiModalSegParameterNode:
+        """The scene's parameter node of this module (made once per scene, tagged "MultiModalSeg")."""
+        return MultiModalSegParameterNode(super().getParameterNode())
+
     def segment(self, lge, cine=None, reference=None, *, cine_frame_index: int = 0, model: str | None = None, device: str = "auto",
                 python: str | None = None) -> CardiacRun:
         """Write the inputs out and start ``crossmodal segment`` on them; returns at once.
@@ -100,8 +125,8 @@ class MultiModalSegLogic:
             raise InputError("LGE", "no LGE volume is selected")
         cine, cine_name = cine_frame(cine, cine_frame_index)
         labels = require_reference(reference_labels(reference, lge), reference.GetName()) if reference is not None else None
-        folder = module_logic.work_folder("multimodalseg")
-        paths = module_logic.export_inputs({"LGE": lge, **({"cine": cine} if cine is not None else {})}, folder)
+        folder = runs.work_folder("multimodalseg")
+        paths = runs.export_inputs({"LGE": lge, **({"cine": cine} if cine is not None else {})}, folder)
         if labels is not None:
             paths["reference"] = write_image(labels, folder / "reference.nrrd")
         arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(folder / "out")]
@@ -111,23 +136,22 @@ class MultiModalSegLogic:
             arguments += ["--reference", str(paths["reference"])]
         if model:
             arguments += ["--model", model]
-        return CardiacRun(module_logic.start(arguments, python, device), folder, lge, cine, cine_name, reference)
+        return CardiacRun(runs.start(arguments, python, device), folder, lge, cine, cine_name, reference)
 
     def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
         """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
-        result = module_logic.finished_result(run.job, run.lge, scene)
+        result = runs.finished_result(run.job, run.lge, scene)
         files = {name: Path(path) for name, path in result["outputs"].items()}
-        key = module_logic.output_key(MODULE, run.lge)
-        module_logic.remove_outputs(scene, key)
-        module_logic.remove_subject_folders(scene, key)
+        key = output_key(self.moduleName, run.lge)
+        remove_outputs(scene, key)
         outputs = CardiacOutputs(run.lge)
         base = run.lge.GetName()
         for name, title in SEGMENTATIONS.items():
             if name in files:
-                node = mrml.labelmap_to_segmentation_node(read_image(files[name]), CARDIAC_MYO_LV, scene, f"{base} MMSDNet {title}")
-                outputs.segmentations[name] = module_logic.mark(node, key)
+                node = conversion.labelmap_to_segmentation_node(read_image(files[name]), CARDIAC_MYO_LV, scene, f"{base} MMSDNet {title}")
+                outputs.segmentations[name] = mark(node, key)
         summary = json.loads((run.folder / "out" / "segment.json").read_text())
-        folder = module_logic.subject_folder(scene, f"{base} MMSDNet anatomy factors", key)
+        folder = subject_folder(scene, f"{base} MMSDNet anatomy factors", key)
         for modality in ("LGE", "cine"):
             path = files.get(f"anatomy_{modality.lower()}")
             if path is not None:
@@ -135,28 +159,38 @@ class MultiModalSegLogic:
                 channels = []
                 for channel in range(1, summary["anatomy_channels"] + 1):
                     binary = sitk.Cast(labels == channel, sitk.sitkUInt8)
-                    node = module_logic.mark(mrml.image_to_volume_node(binary, scene, f"{base} anatomy {modality} {channel}", labelmap=True), key)
-                    module_logic.place_in_folder(scene, node, folder)
+                    node = mark(conversion.image_to_volume_node(binary, scene, f"{base} anatomy {modality} {channel}", labelmap=True), key)
+                    place_in_folder(scene, node, folder)
                     channels.append(node)
                 outputs.anatomy[modality] = channels
         if "tps_lge_to_cine" in files and run.cine is not None:
-            outputs.transform = module_logic.read_transform(files["tps_lge_to_cine"], scene, f"{base} MMSDNet TPS alignment", key)
-            cine = mrml.volume_node_to_image(run.cine)
-            outputs.aligned_cine = module_logic.mark(mrml.image_to_volume_node(cine, scene, f"{run.cine_name} aligned to {base}"), key)
+            outputs.transform = read_transform(files["tps_lge_to_cine"], scene, f"{base} MMSDNet TPS alignment", key)
+            cine = conversion.volume_node_to_image(run.cine)
+            outputs.aligned_cine = mark(conversion.image_to_volume_node(cine, scene, f"{run.cine_name} aligned to {base}"), key)
             outputs.aligned_cine.SetAndObserveTransformNodeID(outputs.transform.GetID())
         if "dice" in summary:
-            outputs.dice_table = module_logic.table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
+            outputs.dice_table = table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
         agreement = summary.get("slice_agreement", [])
         outputs.flagged_slices = summary.get("disagreeing_slices", [])
         if any(a is not None for a in agreement):
             rows = [[str(i), np.nan if a is None else a, float(i in outputs.flagged_slices)] for i, a in enumerate(agreement)]
-            outputs.agreement_table = module_logic.table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
+            outputs.agreement_table = table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)
         return outputs
+
+    @staticmethod
+    def show_results(outputs: CardiacOutputs, scene, *, aligned_cine: bool = True, anatomy_channel: int | None = 1) -> None:
+        """What the panel shows in every slice view: the LGE, the TPS-aligned cine blended over it at half
+        opacity, one LGE anatomy channel as the label layer, and the main segmentation alone."""
+        anatomy = outputs.anatomy.get("LGE", [])
+        label = anatomy[anatomy_channel - 1] if anatomy_channel and 0 < anatomy_channel <= len(anatomy) else None
+        show_layers(scene, background=outputs.lge, foreground=outputs.aligned_cine if aligned_cine else None, foreground_opacity=0.5,
+                    label=label, label_opacity=0.5)
+        show_only(outputs.segmentations.values(), outputs.main_segmentation)
 
     @staticmethod
     def flagged_slice_centres(outputs: CardiacOutputs) -> list[tuple[int, tuple[float, float, float]]]:
         """(LGE slice, its RAS centre) of each flagged slice: where the viewers jump to show it."""
-        return [(k, module_logic.slice_centre_ras(outputs.lge, k)) for k in outputs.flagged_slices]
+        return [(k, slice_centre_ras(outputs.lge, k)) for k in outputs.flagged_slices]
 
     def train(self, data: Path, *, model_id: str, lge_fraction: float = 1.0, steps: int = 1500, resume: bool = False,
               device: str = "auto", python: str | None = None) -> ChildJob:
@@ -164,11 +198,14 @@ class MultiModalSegLogic:
 
         The last two fully labelled pairs of the folder validate (checkpoint choice); the rest train.
         """
+        data = runs.chosen_folder(data)
+        if data is None:
+            raise InputError("training data", "choose an MS-CMRSeg folder (patient{N}_C0/DE[_manual].nii.gz)")
         labelled = sorted(c.patient for c in discover_mscmrseg(data) if c.is_pair and c.has_mask("DE") and c.has_mask("C0"))
         if len(labelled) < 3:
             raise InputError(data, f"holds {len(labelled)} fully labelled cine + LGE pairs; training needs at least 3 (2 validate)")
         recipe = {**TRAINING_RECIPE, "id": model_id, "steps": int(steps), "lge_fraction": float(lge_fraction), "validation": labelled[-2:]}
-        return module_logic.start_training(recipe, {"data": str(data)}, user_models_folder() / model_id, resume=resume, python=python, device=device)
+        return runs.start_training(recipe, {"data": str(data)}, user_models_folder() / model_id, resume=resume, python=python, device=device)
 
     def discard(self, run: CardiacRun) -> None:
         """Remove a run's temporary files (inputs written out, outputs read back)."""

@@ -1,9 +1,9 @@
-"""The one adapter between the engine (SimpleITK images, LPS) and Slicer's MRML scene (RAS).
+"""The one adapter between the engine's images (SimpleITK, LPS) and Slicer's nodes (RAS): volumes and
+segmentations, in memory and through Slicer's storage nodes.
 
 It needs only MRML classes, storage nodes and module logic classes, never ``slicer.app`` or
 ``slicer.util``, so it runs on a bare ``vtkMRMLScene``: inside Slicer, and in tests against the Slicer
-core libraries from PyPI. ``slicer`` and ``vtk`` are imported on first use, so importing this module
-costs nothing where Slicer is absent.
+core libraries from PyPI.
 
 Geometry: ITK keeps LPS, MRML keeps RAS. A volume node's IJK-to-RAS matrix is
 ``diag(-1, -1, 1) @ [direction * spacing | origin]`` of the SimpleITK image; nothing else changes.
@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
 
 from crossmodal.errors import InputError
 from crossmodal.image_io import atomic_output, check_writable
@@ -28,19 +30,6 @@ TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatom
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 LABEL_VALUE_TAG = "crossmodal.LabelValue"
 """Segment tag holding the label's value in files (e.g. 200 for MS-CMRSeg myocardium)."""
-
-
-def _slicer() -> ModuleType:
-    import slicer
-
-    return slicer
-
-
-def _vtk() -> tuple[ModuleType, ModuleType]:
-    import vtk
-    from vtk.util import numpy_support
-
-    return vtk, numpy_support
 
 
 # --- volumes -------------------------------------------------------------------------------------
@@ -61,8 +50,6 @@ def image_to_volume_node(image: sitk.Image, scene, name: str, *, node=None, labe
     Passing ``node`` updates that node in place, so that re-running a module replaces its own output.
     A 2-D image becomes a one-slice volume.
     """
-    slicer = _slicer()
-    vtk, numpy_support = _vtk()
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         raise InputError(name, f"has {image.GetPixelIDTypeAsString()} voxels; a real scalar image is needed")
     if image.GetDimension() == 2:
@@ -78,7 +65,7 @@ def image_to_volume_node(image: sitk.Image, scene, name: str, *, node=None, labe
     data.SetDimensions(*image.GetSize())
     data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
     node.SetAndObserveImageData(data)
-    node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras(image)))
+    node.SetIJKToRASMatrix(vtk_matrix(ijk_to_ras(image)))
     return node
 
 
@@ -88,7 +75,6 @@ def volume_node_to_image(node) -> sitk.Image:
     A node under a transform is refused: its voxels are not where its matrix says, and silently
     dropping the transform would misplace every result. Harden the transform first.
     """
-    _, numpy_support = _vtk()
     name = node.GetName()
     if node.GetParentTransformNode() is not None:
         raise InputError(name, "is under a transform; harden the transform before using it")
@@ -99,7 +85,7 @@ def volume_node_to_image(node) -> sitk.Image:
         raise InputError(name, f"has {data.GetNumberOfScalarComponents()} components per voxel; a scalar image is needed")
     size = data.GetDimensions()
     array = numpy_support.vtk_to_numpy(data.GetPointData().GetScalars()).reshape(size[::-1]).copy()
-    matrix = _node_ijk_to_ras(node)
+    matrix = node_ijk_to_ras(node)
     lps = LPS_TO_RAS @ matrix[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
     image = sitk.GetImageFromArray(array)
@@ -111,17 +97,16 @@ def volume_node_to_image(node) -> sitk.Image:
 
 def read_volume(path: str | os.PathLike[str], scene, *, labelmap: bool = False):
     """Read a NIfTI/NRRD/MHA file into a new volume node through Slicer's archetype storage node."""
-    slicer = _slicer()
     node = slicer.vtkMRMLLabelMapVolumeNode() if labelmap else slicer.vtkMRMLScalarVolumeNode()
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetSingleFile(True)  # else numbered neighbours (case1, case2, ...) are stacked as a series
-    return _read(node, storage, Path(path), scene, "a volume")
+    return read_node(node, storage, Path(path), scene, "a volume")
 
 
 def write_volume(node, path: str | os.PathLike[str]) -> Path:
     """Write a volume node through Slicer's archetype storage node, atomically (single-file formats)."""
     path = check_writable(path)
-    storage = _slicer().vtkMRMLVolumeArchetypeStorageNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetUseCompression(True)
     return _write_atomically(node, storage, path)
 
@@ -131,7 +116,7 @@ def write_volume(node, path: str | os.PathLike[str]) -> Path:
 
 def terminology(label: Label) -> str:
     """Slicer's serialised terminology entry for a label (category, type, modifier; no region)."""
-    terminologies = _slicer().vtkSlicerTerminologiesModuleLogic
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic
     modifier = label.modifier
     return terminologies.SerializeTerminologyEntry(
         TERMINOLOGY_CONTEXT,
@@ -149,7 +134,6 @@ def labelmap_to_segmentation_node(labels: sitk.Image, label_set: LabelSet, scene
     names, colours and the order of segments are the same for every case. Each segment carries its
     name, colour, standard terminology and its file value (tag ``crossmodal.LabelValue``).
     """
-    slicer = _slicer()
     label_set.check(sitk.GetArrayViewFromImage(labels), name)
     _register_segmentation_converters()
     if node is None:
@@ -190,7 +174,6 @@ def _register_segmentation_converters() -> None:
     Outside the application (the PyPI Slicer libraries) nothing registers them, and a segmentation
     cannot even make an empty segment (for a structure absent from the labels) without them.
     """
-    slicer = _slicer()
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
     if len(factory.GetConverterRules()) == 0:
         factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
@@ -202,8 +185,6 @@ def segmentation_node_to_labelmap(node, label_set: LabelSet, reference: sitk.Ima
 
     Segments are matched to labels by their value tag, else by name; unknown segments are refused.
     """
-    slicer = _slicer()
-    vtk, _ = _vtk()
     scene = node.GetScene()
     segmentation = node.GetSegmentation()
     values_by_name = {label.name: label.value for label in label_set.labels}
@@ -252,7 +233,6 @@ def read_segmentation(path: str | os.PathLike[str], scene):
     The header is checked with SimpleITK first: Slicer's segmentation reader crashes the whole
     process (segmentation fault) on some malformed files instead of failing.
     """
-    slicer = _slicer()
     path = Path(path)
     if path.is_file():
         header = sitk.ImageFileReader()
@@ -261,7 +241,7 @@ def read_segmentation(path: str | os.PathLike[str], scene):
             header.ReadImageInformation()
         except RuntimeError:
             raise InputError(path, "could not be read as a segmentation (not a valid NRRD file)") from None
-    return _read(slicer.vtkMRMLSegmentationNode(), slicer.vtkMRMLSegmentationStorageNode(), Path(path), scene, "a segmentation")
+    return read_node(slicer.vtkMRMLSegmentationNode(), slicer.vtkMRMLSegmentationStorageNode(), Path(path), scene, "a segmentation")
 
 
 def write_segmentation(node, path: str | os.PathLike[str]) -> Path:
@@ -270,16 +250,17 @@ def write_segmentation(node, path: str | os.PathLike[str]) -> Path:
     if not path.name.endswith(".seg.nrrd"):
         raise InputError(path, "a segmentation is written as .seg.nrrd")
     check_writable(path)
-    storage = _slicer().vtkMRMLSegmentationStorageNode()
+    storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetUseCompression(True)
     return _write_atomically(node, storage, path)
 
 
-# --- helpers -------------------------------------------------------------------------------------
+# --- storage and matrices -------------------------------------------------------------------------------------
 
 
-def _read(node, storage, path: Path, scene, what: str):
-    """Read ``path`` into ``node`` through ``storage``; on failure the scene is left as it was."""
+def read_node(node, storage, path: Path, scene, what: str):
+    """Read ``path`` into ``node`` through ``storage`` (any storable node: volume, segmentation, transform);
+    on failure the scene is left as it was."""
     if not path.is_file():
         raise InputError(path, "no such file")
     node.SetName(path.name.split(".")[0])
@@ -314,8 +295,8 @@ def _write_atomically(node, storage, path: Path) -> Path:
     return path
 
 
-def _vtk_matrix(matrix: np.ndarray):
-    vtk, _ = _vtk()
+def vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
+    """A 4x4 NumPy matrix as VTK's."""
     result = vtk.vtkMatrix4x4()
     for row in range(4):
         for column in range(4):
@@ -323,8 +304,8 @@ def _vtk_matrix(matrix: np.ndarray):
     return result
 
 
-def _node_ijk_to_ras(node) -> np.ndarray:
-    vtk, _ = _vtk()
+def node_ijk_to_ras(node) -> np.ndarray:
+    """A volume node's IJK-to-RAS matrix as 4x4 NumPy."""
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
