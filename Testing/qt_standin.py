@@ -10,7 +10,7 @@ path signals). Widgets are built from a module's Qt Designer ``.ui`` file as ``s
 
 from __future__ import annotations
 
-import math
+import inspect
 import sys
 import types
 import xml.etree.ElementTree as ElementTree
@@ -33,7 +33,11 @@ class Signal:
         self.slots.remove(slot)
 
     def emit(self, *args) -> None:
+        """Call each slot with as many of the signal's arguments as it takes, as PythonQt does."""
         for slot in list(self.slots):
+            parameters = inspect.signature(slot).parameters.values()
+            if not any(p.kind == p.VAR_POSITIONAL for p in parameters):
+                args = args[: sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)]
             slot(*args)
 
 
@@ -352,4 +356,4 @@ def install() -> dict[str, types.ModuleType | None]:
     return previous
 
 
-__all__ = ["Signal", "QObject", "QWidget", "load_ui", "install", "modules", "mrml_widget_classes", "math"]
+__all__ = ["Signal", "QObject", "QWidget", "load_ui", "install", "modules", "mrml_widget_classes"]
