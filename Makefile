@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench reproduce-mmsdnet reproduce-dualstream clean
+.PHONY: venv demo test lint slicer-views bench reproduce-mmsdnet reproduce-dualstream clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest Testing
+
+# MultiModalSeg's results in Slicer's own slice views, rendered offscreen (PNGs for the README).
+slicer-views: $(STAMP)
+	rm -rf build/slice-views
+	CROSSMODAL_SLICE_VIEWS=build/slice-views $(PY) -m pytest -q Testing/test_slice_views.py
+	for view in red yellow green; do cp "build/slice-views/$$(echo $$view | sed 's/./\U&/')-aligned_cine=True-anatomy_channel=1.png" Documentation/slice-views/multimodalseg-$$view.png; done
 
 # Lint with the [tool.ruff] settings of pyproject.toml. Needs only a venv with ruff, not the engine's
 # dependencies: creates a bare .venv if there is none and installs the pinned ruff into it if missing.
