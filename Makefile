@@ -23,11 +23,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest Testing
 
-# MultiModalSeg's results in Slicer's own slice views, rendered offscreen (PNGs for the README).
+# Both modules' results in Slicer's own slice views, rendered offscreen (PNGs for the README).
 slicer-views: $(STAMP)
 	rm -rf build/slice-views
 	CROSSMODAL_SLICE_VIEWS=build/slice-views $(PY) -m pytest -q Testing/test_slice_views.py
-	for view in red yellow green; do cp "build/slice-views/$$(echo $$view | sed 's/./\U&/')-aligned_cine=True-anatomy_channel=1.png" Documentation/slice-views/multimodalseg-$$view.png; done
+	for view in Red Yellow Green; do \
+	  lower=$$(echo $$view | tr A-Z a-z); \
+	  cp build/slice-views/$$view-aligned_cine=True-anatomy_channel=1.png Documentation/slice-views/multimodalseg-$$lower.png; \
+	  cp build/slice-views/$$view-model-liver.png Documentation/slice-views/dualstreamseg-$$lower.png; \
+	done
+	cp build/slice-views/Red-reference-right_kidney.png Documentation/slice-views/dualstreamseg-reference-red.png
 
 # Lint with the [tool.ruff] settings of pyproject.toml. Needs only a venv with ruff, not the engine's
 # dependencies: creates a bare .venv if there is none and installs the pinned ruff into it if missing.
