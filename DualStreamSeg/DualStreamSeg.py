@@ -17,7 +17,8 @@ except ImportError:  # running from a source checkout: the engine sits beside th
 
 from DualStreamSegLib import DualStreamSegLogic, DualStreamSegParameterNode  # noqa: F401 - DualStreamSeg.DualStreamSegLogic for scripting
 
-from crossmodal_slicer.panel import SegmentationPanel, python_executable, wait_in_gui
+from crossmodal_slicer.panel import SegmentationPanel, python_executable
+from crossmodal_slicer.selftests import choose_cpu, node_names, open_panel, scratch_models_folder, segment, segment_and_cancel, train_cancel_and_resume
 
 DICOM_MODALITY = "0008,0060"
 
@@ -79,7 +80,7 @@ class DualStreamSegWidget(SegmentationPanel):
 
 
 class DualStreamSegTest(ScriptedLoadableModuleTest):
-    """Self-test in real Slicer: a synthetic CT through the bundled model, organs checked on the input grid."""
+    """Self-test in real Slicer: the panel driven as a person drives it, on a synthetic CT with the bundled model."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -88,15 +89,14 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_panel_follows_its_parameter_node()
         self.setUp()
-        self.test_segment_phantom_ct()
+        self.test_a_person_segments_overrides_the_modality_and_trains()
 
     def test_panel_follows_its_parameter_node(self):
         """The .ui and the parameter node wired together in real Slicer; the modality guess shown for a volume."""
         from crossmodal.phantoms import abdominal_volume
         from crossmodal_slicer import conversion
 
-        widget = slicer.util.getModuleWidget("DualStreamSeg")
-        widget.enter()
+        widget = open_panel("DualStreamSeg")
         volume = conversion.image_to_volume_node(abdominal_volume("MR", seed=2)[0], slicer.mrmlScene, "T2")
         widget._parameterNode.inputVolume = volume
         self.assertIs(widget.ui.inputSelector.currentNode(), volume)
@@ -105,21 +105,50 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget._parameterNode.modality, "CT")
         self.assertGreaterEqual(widget.ui.modelSelector.count, 1)  # the bundled model at least
 
-    def test_segment_phantom_ct(self):
-        from crossmodal.labels import ABDOMEN
-        from crossmodal.phantoms import abdominal_volume
-        from crossmodal_slicer import conversion
+    def test_a_person_segments_overrides_the_modality_and_trains(self):
+        """Choose a CT; Segment and Cancel; Segment and wait: organs on the CT's grid, shown over it; the
+        modality forced to MR and Segment again: the results replaced, not added; a few training steps,
+        Cancel, Resume."""
+        import tempfile
 
-        self.delayDisplay("Segmenting a synthetic CT")
+        from crossmodal.labels import ABDOMEN
+        from crossmodal.phantoms import abdominal_volume, write_nnunet_phantoms
+        from crossmodal_slicer import conversion
+        from crossmodal_slicer.outputs import output_key, own_outputs
+
+        widget = open_panel("DualStreamSeg")
+        ui, scene = widget.ui, slicer.mrmlScene
         image, _labels = abdominal_volume("CT", seed=5)
-        volume = conversion.image_to_volume_node(image, slicer.mrmlScene, "CT")
-        logic = DualStreamSegLogic()
-        self.assertEqual(logic.guess_modality(volume), "CT")
-        run = logic.segment(volume, device="cpu", python=python_executable())
-        self.assertEqual(wait_in_gui(run.job), 0, run.job.failure())
-        outputs = logic.load_results(run, slicer.mrmlScene)
-        labels = conversion.segmentation_node_to_labelmap(outputs.segmentation, ABDOMEN, image)
-        self.assertEqual(labels.GetSize(), image.GetSize())
-        self.assertEqual(outputs.volumes_table.GetTable().GetNumberOfRows(), 4)
-        logic.discard(run)
+        volume = conversion.image_to_volume_node(image, scene, "CT")
+        ui.inputSelector.setCurrentNode(volume)
+        self.assertIn("CT", ui.guessLabel.text)
+        self.assertEqual(widget._parameterNode.modality, "auto")
+        choose_cpu(widget)
+
+        self.delayDisplay("Segment, then Cancel at once")
+        segment_and_cancel(self, widget)
+
+        self.delayDisplay("Segment the synthetic CT with the bundled model")
+        segment(self, widget, "Done (CT stream)")
+        outputs = {node.GetClassName(): node for node in own_outputs(scene, output_key("DualStreamSeg", volume))}
+        segmentation, table = outputs["vtkMRMLSegmentationNode"], outputs["vtkMRMLTableNode"]
+        labels = conversion.segmentation_node_to_labelmap(segmentation, ABDOMEN, image)
+        self.assertEqual((labels.GetSize(), labels.GetOrigin()), (image.GetSize(), image.GetOrigin()))
+        self.assertEqual(table.GetTable().GetNumberOfRows(), 4)
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(red.GetBackgroundVolumeID(), volume.GetID())
+        self.assertTrue(segmentation.GetDisplayNode().GetVisibility())
+
+        self.delayDisplay("The modality forced to MR, Segment again")
+        before = node_names(scene)
+        ui.modalitySelector.setCurrentText("MR")
+        self.assertEqual(widget._parameterNode.modality, "MR")
+        segment(self, widget, "Done (MR stream)")
+        self.assertEqual(node_names(scene), before)  # the earlier results replaced (same names), nothing added
+        self.assertIsNone(segmentation.GetScene())
+
+        self.delayDisplay("A few training steps on synthetic CT, Cancel, Resume")
+        with scratch_models_folder() as models, tempfile.TemporaryDirectory() as data:
+            ui.trainingCTPath.currentPath = str(write_nnunet_phantoms(Path(data) / "ct", "CT", subjects=2))
+            train_cancel_and_resume(self, widget, models, "selftest-dualstream", steps=20)
         self.delayDisplay("Test passed")

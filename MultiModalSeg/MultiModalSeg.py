@@ -18,7 +18,8 @@ except ImportError:  # running from a source checkout: the engine sits beside th
 from MultiModalSegLib import MultiModalSegLogic, MultiModalSegParameterNode  # noqa: F401 - MultiModalSeg.MultiModalSegLogic for scripting
 from MultiModalSegLib.logic import last_frame
 
-from crossmodal_slicer.panel import SegmentationPanel, python_executable, wait_in_gui
+from crossmodal_slicer.panel import SegmentationPanel, python_executable
+from crossmodal_slicer.selftests import choose_cpu, open_panel, scratch_models_folder, segment, segment_and_cancel, train_cancel_and_resume
 
 
 class MultiModalSeg(ScriptedLoadableModule):
@@ -144,7 +145,7 @@ class MultiModalSegWidget(SegmentationPanel):
 
 
 class MultiModalSegTest(ScriptedLoadableModuleTest):
-    """Self-test in real Slicer: a synthetic cine + LGE pair through the bundled model, results checked in the scene."""
+    """Self-test in real Slicer: the panel driven as a person drives it, on a synthetic cine + LGE pair with the bundled model."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -153,12 +154,11 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_panel_follows_its_parameter_node()
         self.setUp()
-        self.test_segment_phantom_pair()
+        self.test_a_person_segments_inspects_the_results_and_trains()
 
     def test_panel_follows_its_parameter_node(self):
         """The .ui, the parameter node and the cine-sequence frame choice, wired together in real Slicer."""
-        widget = slicer.util.getModuleWidget("MultiModalSeg")
-        widget.enter()
+        widget = open_panel("MultiModalSeg")
         lge = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "LGE")
         widget._parameterNode.lgeVolume = lge
         self.assertIs(widget.ui.lgeSelector.currentNode(), lge)
@@ -173,25 +173,69 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget._parameterNode.cineFrame, 2)
         self.assertGreaterEqual(widget.ui.modelSelector.count, 1)  # the bundled model at least
 
-    def test_segment_phantom_pair(self):
+    def test_a_person_segments_inspects_the_results_and_trains(self):
+        """Choose the LGE, cine and a reference; Segment and Cancel; Segment and wait; the results laid out;
+        anatomy channel, aligned cine off, side by side, next flagged slice; a few training steps, Cancel, Resume."""
+        import tempfile
+
         import numpy as np
 
         from crossmodal.labels import CARDIAC_MYO_LV
-        from crossmodal.phantoms import cardiac_pair
+        from crossmodal.phantoms import cardiac_pair, write_mscmrseg_phantoms
         from crossmodal_slicer import conversion
 
-        self.delayDisplay("Segmenting a synthetic cine + LGE pair")
+        widget = open_panel("MultiModalSeg")
+        ui, scene = widget.ui, slicer.mrmlScene
         pair = cardiac_pair(seed=7)
-        lge = conversion.image_to_volume_node(pair.lge, slicer.mrmlScene, "LGE")
-        cine = conversion.image_to_volume_node(pair.cine, slicer.mrmlScene, "cine")
-        logic = MultiModalSegLogic()
-        run = logic.segment(lge, cine, device="cpu", python=python_executable())
-        self.assertEqual(wait_in_gui(run.job), 0, run.job.failure())
-        outputs = logic.load_results(run, slicer.mrmlScene)
-        fused = outputs.segmentations["seg_fused_lge"]
-        self.assertEqual(fused.GetSegmentation().GetNumberOfSegments(), 2)
-        back = conversion.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
-        self.assertTrue(np.allclose(back.GetOrigin(), pair.lge.GetOrigin()))
-        self.assertIsNotNone(outputs.transform)
-        logic.discard(run)
+        lge = conversion.image_to_volume_node(pair.lge, scene, "LGE")
+        cine = conversion.image_to_volume_node(pair.cine, scene, "cine")
+        reference = conversion.image_to_volume_node(pair.lge_mask, scene, "LGE reference", labelmap=True)
+        ui.lgeSelector.setCurrentNode(lge)
+        ui.cineSelector.setCurrentNode(cine)
+        ui.referenceSelector.setCurrentNode(reference)
+        self.assertFalse(ui.cineFrameSpinBox.enabled)  # one cine volume: no frame to choose
+        choose_cpu(widget)
+
+        self.delayDisplay("Segment, then Cancel at once")
+        segment_and_cancel(self, widget)
+
+        self.delayDisplay("Segment the synthetic pair with the bundled model")
+        segment(self, widget, "Done.")
+        outputs = widget.outputs
+        fused = conversion.segmentation_node_to_labelmap(outputs.main_segmentation, CARDIAC_MYO_LV, pair.lge)
+        self.assertTrue(np.allclose(fused.GetOrigin(), pair.lge.GetOrigin()) and fused.GetSize() == pair.lge.GetSize())
+        layout = slicer.app.layoutManager()
+        self.assertEqual(layout.layout, slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)  # the Dice table beside the views
+        red = layout.sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(red.GetBackgroundVolumeID(), lge.GetID())
+        self.assertEqual(red.GetForegroundVolumeID(), outputs.aligned_cine.GetID())
+        self.assertIsNotNone(outputs.aligned_cine.GetParentTransformNode())  # shown under the TPS alignment
+        self.assertEqual(red.GetLabelVolumeID(), outputs.anatomy["LGE"][0].GetID())
+        self.assertTrue(outputs.main_segmentation.GetDisplayNode().GetVisibility())
+
+        self.delayDisplay("Anatomy channel 3, the aligned cine hidden")
+        ui.anatomyChannelSpinBox.value = 3
+        self.assertEqual(red.GetLabelVolumeID(), outputs.anatomy["LGE"][2].GetID())
+        ui.showAlignedCineCheckBox.checked = False
+        self.assertIsNone(red.GetForegroundVolumeID())
+        self.assertFalse(widget._parameterNode.showAlignedCine)
+
+        self.delayDisplay("Cine and LGE side by side")
+        ui.sideBySideButton.click()
+        self.assertEqual(layout.layout, slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        self.assertEqual(layout.sliceWidget("Yellow").mrmlSliceCompositeNode().GetBackgroundVolumeID(), cine.GetID())
+
+        self.delayDisplay("Next flagged slice")
+        centres = widget.logic.flagged_slice_centres(outputs)
+        self.assertEqual(ui.nextFlaggedButton.enabled, bool(centres))
+        for k, ras in centres[:2]:
+            ui.nextFlaggedButton.click()
+            offset = layout.sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
+            self.assertTrue(np.allclose([offset.GetElement(i, 3) for i in range(3)], ras, atol=0.5), (k, ras))
+            self.assertEqual(ui.statusLabel.text, f"LGE slice {k}")
+
+        self.delayDisplay("A few training steps on synthetic MS-CMRSeg data, Cancel, Resume")
+        with scratch_models_folder() as models, tempfile.TemporaryDirectory() as data:
+            ui.trainingDataPath.currentPath = str(write_mscmrseg_phantoms(Path(data) / "mscmrseg", labelled=3))
+            train_cancel_and_resume(self, widget, models, "selftest-mmsdnet", steps=20)
         self.delayDisplay("Test passed")

@@ -11,6 +11,7 @@ import ast
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -38,7 +39,7 @@ SLICER_ATTRIBUTES = {
     "slicer.modules.plots.logic", "slicer.modules.sequences.logic",
     "slicer.mrmlScene", "slicer.mrmlScene.AddNewNodeByClass", "slicer.mrmlScene.Clear", "slicer.mrmlScene.EndCloseEvent", "slicer.mrmlScene.StartCloseEvent",
     "slicer.util.childWidgetVariables", "slicer.util.confirmOkCancelDisplay", "slicer.util.errorDisplay", "slicer.util.getModuleWidget",
-    "slicer.util.loadUI",
+    "slicer.util.loadUI", "slicer.util.mainWindow", "slicer.util.selectModule",
     "slicer.util.pip_install", "slicer.util.setSliceViewerLayers", "slicer.util.tryWithErrorDisplay",
     "slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView", "slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView",
     "slicer.vtkMRMLSliceNode.CenteredJumpSlice", "slicer.vtkMRMLSliceNode.JumpAllSlices",
@@ -60,8 +61,12 @@ def ui_widgets(module: str) -> tuple[dict[str, str], dict[str, str], dict[str, l
     return classes, parameters, node_types
 
 
-PANEL = ROOT / "crossmodal_slicer" / "panel.py"
-"""The widget base class both modules share (its ``self.ui`` names must be in both .ui files)."""
+SHARED_GUI = (ROOT / "crossmodal_slicer" / "panel.py", ROOT / "crossmodal_slicer" / "selftests.py")
+"""The widget base class both modules share and their self-tests' steps (their ``ui`` names must be in both .ui files)."""
+
+
+def shared_gui_source() -> ast.Module:
+    return ast.Module(body=[statement for path in SHARED_GUI for statement in ast.parse(path.read_text()).body], type_ignores=[])
 
 
 def module_source(module: str) -> ast.Module:
@@ -71,21 +76,22 @@ def module_source(module: str) -> ast.Module:
 
 
 def used_ui_names(tree: ast.Module) -> set[str]:
-    return {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
+    """``<x>.ui.<name>`` and ``ui.<name>`` (a local ``ui = widget.ui``)."""
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and ((isinstance(node.value, ast.Attribute) and node.value.attr == "ui") or (isinstance(node.value, ast.Name) and node.value.id == "ui"))}
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_widget_the_code_uses_exists_in_the_ui(module):
     classes, _, _ = ui_widgets(module)
-    missing = (used_ui_names(module_source(module)) | used_ui_names(ast.parse(PANEL.read_text()))) - set(classes)
+    missing = (used_ui_names(module_source(module)) | used_ui_names(shared_gui_source())) - set(classes)
     assert not missing, f"{module}.py uses widgets the .ui lacks: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_the_module_uses_only_slicer_names_of_the_documented_version(module):
     imported = {}
-    for node in (*ast.walk(module_source(module)), *ast.walk(ast.parse(PANEL.read_text()))):
+    for node in (*ast.walk(module_source(module)), *ast.walk(shared_gui_source())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "slicer":
             imported.setdefault(node.module, set()).update(alias.name for alias in node.names)
     for name, names in imported.items():
@@ -108,7 +114,7 @@ def slicer_chains(tree: ast.AST) -> set[str]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_the_gui_code_uses_only_slicer_attributes_checked_against_the_documented_version(module):
-    used = slicer_chains(module_source(module)) | slicer_chains(ast.parse(PANEL.read_text()))
+    used = slicer_chains(module_source(module)) | slicer_chains(shared_gui_source())
     unchecked = used - SLICER_ATTRIBUTES - {f"slicer.{name}" for name in SLICER_NAMES["slicer"]}
     assert not unchecked, f"check these against the Slicer 5.10 source, then list them: {sorted(unchecked)}"
 
@@ -133,3 +139,21 @@ def test_the_modules_load_before_pytorch_is_installed():
     path = os.pathsep.join(str(p) for p in (ROOT, ROOT / "Testing", ROOT / "MultiModalSeg", ROOT / "DualStreamSeg"))
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_extension_package_holds_every_file_the_module_imports_and_loads(module):
+    """A packaged extension installs only what the module's CMakeLists.txt lists (the source-tree self-tests
+    cannot see a file left out): every Python file of the module and its Lib, and its .ui and icon."""
+    cmake = (ROOT / module / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", module)
+
+    def listed(variable: str) -> set[str]:
+        block = re.search(rf"set\({variable}\s+(.*?)\)", cmake, re.S)
+        assert block, f"{module}/CMakeLists.txt sets no {variable}"
+        return set(block.group(1).split())
+
+    scripts = {str(path.relative_to(ROOT / module)) for path in [ROOT / module / f"{module}.py", *(ROOT / module / f"{module}Lib").glob("*.py")]}
+    assert listed("MODULE_PYTHON_SCRIPTS") == scripts
+    resources = listed("MODULE_PYTHON_RESOURCES")
+    assert {f"Resources/UI/{module}.ui", f"Resources/Icons/{module}.png"} <= resources
+    assert all((ROOT / module / resource).is_file() for resource in resources), resources

@@ -19,6 +19,11 @@ def output_key(module: str, input_node) -> str:
     return f"{module}/{input_node.GetID()}"
 
 
+def training_key(module: str, model_id: str) -> str:
+    """The tag of the plot of ``module``'s training of ``model_id`` (a new training of it replaces the plot)."""
+    return f"{module}/training/{model_id}"
+
+
 def mark(node, key: str):
     """Tag ``node`` as an output of ``key``; returns it."""
     node.SetAttribute(OUTPUT_ATTRIBUTE, key)

@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from crossmodal_slicer.binding import ParameterNodeBinding
-from crossmodal_slicer.outputs import remove_outputs
+from crossmodal_slicer.outputs import remove_outputs, training_key
 from crossmodal_slicer.runs import models_for
 from crossmodal_slicer.scene import append_metrics, training_plot
 
@@ -83,13 +83,15 @@ def fill_devices(combo: qt.QComboBox) -> None:
     combo.addItem("GPU (CUDA)", "cuda")
 
 
-def wait_in_gui(job) -> int:
-    """Wait for a child job while the application keeps handling its events (self-tests); its exit code."""
-    while job.running:
+def process_events_until(done: Callable[[], bool], what: str, timeout_s: float = 900.0) -> None:
+    """Let the application handle its events (timers, slots, rendering) until ``done()``, as it does while a
+    person waits; self-tests wait this way. A clear error naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s:.0f} s")
         slicer.app.processEvents()
-        job.poll()
         time.sleep(0.05)
-    return job.wait()
 
 
 class JobMonitor:
@@ -180,7 +182,7 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Slicer is closing (or the module reloading): stop a running child; a training keeps a checkpoint to resume."""
         self.removeObservers()
         self.binding.bind(None)
-        if self.monitor is not None and self.monitor.job.running:
+        if self.busy:
             self.monitor.timer.stop()
             self.monitor.job.cancel()
 
@@ -209,8 +211,18 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = text
         self.ui.logText.appendPlainText(text)
 
+    @property
+    def busy(self) -> bool:
+        """A segmentation or training is running in the background (Cancel stops it)."""
+        return self.monitor is not None
+
     def runInBackground(self, job, progressBar, onEvents, finished) -> None:
-        self.monitor = JobMonitor(job, progressBar, self.ui.logText, onEvents, finished)
+        def done(job) -> None:
+            self.monitor = None
+            self.updateButtons(busy=False)
+            finished(job)
+
+        self.monitor = JobMonitor(job, progressBar, self.ui.logText, onEvents, done)
         self.updateButtons(busy=True)
 
     def startSegmentation(self):
@@ -231,7 +243,6 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSegmentationFinished(self, job) -> None:
         """Show a finished run's results, or say why it failed; the run's temporary files go either way."""
-        self.updateButtons(busy=False)
         run, self.run = self.run, None
         try:
             failure = job.failure()
@@ -245,7 +256,7 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.discard(run)
 
     def onCancel(self) -> None:
-        if self.monitor is not None:
+        if self.busy:
             self.monitor.cancel()
 
     def trainingJob(self, resume: bool):
@@ -258,7 +269,7 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         modelId = self._parameterNode.trainingModelId
         with slicer.util.tryWithErrorDisplay("Could not start the training.", waitCursor=True):
             job = self.trainingJob(resume)
-            key = f"{self.MODULE}/training/{modelId}"
+            key = training_key(self.MODULE, modelId)
             remove_outputs(slicer.mrmlScene, key)
             table, chart = training_plot(slicer.mrmlScene, modelId, key)
             slicer.modules.plots.logic().ShowChartInLayout(chart)
@@ -266,7 +277,6 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.status("Training in the background; Cancel keeps a checkpoint that Resume continues from.")
 
     def onTrainingFinished(self, job) -> None:
-        self.updateButtons(busy=False)
         failure = job.failure()
         if failure:
             self.status(f"Training stopped: {failure}")
