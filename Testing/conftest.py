@@ -52,6 +52,33 @@ def oblique_volume(
     return image
 
 
+def write_dicom_series(volume: sitk.Image, folder: Path, series: str = "1.2.826.0.1.3680043.2.1125.1.99", skip: tuple[int, ...] = (),
+                       modality: str = "MR") -> Path:
+    """``volume`` as a DICOM series written slice by slice with its geometry tags, as a scanner would
+    (slices in ``skip`` left out, as in an incomplete export)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    direction = volume.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    spacing = volume.GetSpacing()
+    for k in (k for k in range(volume.GetDepth()) if k not in skip):
+        s = volume[:, :, k]
+        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+            "0020|000e": series,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{x:.6f}" for x in position),
+            "0020|0037": "\\".join(f"{x:.8f}" for x in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}",
+            "0018|0050": str(spacing[2]),
+            "0008|0060": modality,
+        }.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{series[-4:]}-slice{k:03d}.dcm"))
+        writer.Execute(s)
+    return folder
+
+
 @pytest.fixture
 def oblique() -> sitk.Image:
     return oblique_volume()

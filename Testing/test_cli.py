@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from bad_inputs import BAD_FILES, bad_file
 from conftest import TINY_MMSDNET, write_config
 
 from crossmodal.cli import EXIT_INPUT_ERROR, main
@@ -120,8 +121,16 @@ def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, 
         (["--image", "{lge}", "--model", "tiny-mmsdnet"], "is a MMSDNet model (for cardiac images)"),
         (["--lge", "{ct}"], "as a CT in HU; the LGE must be a cardiac MR image"),
         (["--image", "{ct_slice}"], "ct_slice.nii.gz: is 1 voxel(s), 5 mm, along its K axis: a slice, not a volume"),
-        (["--lge", "{lge}", "--reference", "{classes}"], "classes.nii.gz: holds the labels [1, 2]; a reference LGE mask marks 200 (myocardium)"),
+        (["--lge", "{lge}", "--reference", "{classes}"], "classes.nii.gz: mask has unexpected label value(s) [1, 2]; expected 0 and 200 (myocardium)"),
         (["--lge", "{lge}", "--reference", "{empty}"], "empty.nii.gz: is empty; a reference LGE mask marks"),
+        (["--lge", "{lge}", "--reference", "{rv_only}"], "rv_only.nii.gz: marks only [600]; a reference LGE mask marks 200 (myocardium)"),
+        (["--lge", "{lge}", "--reference", "{cine}"], "cine.nrrd: mask has non-integer values; a label map holds whole numbers"),
+        (["--lge", "{lge}", "--reference", "{cine_int}"], "an intensity image, not a label map; expected 0 and 200 (myocardium)"),
+        (["--lge", "{lge}", "--reference", "{elsewhere}"], "elsewhere.nii.gz: marks structures outside the LGE's field of view in physical space"),
+        (["--image", "{ct}", "--reference", "{lge}"], "--reference: is a reference LGE mask, but no --lge was given"),
+        (["--lge", "{blank}", "--cine", "{cine}"], "blank.nii.gz: is blank: every voxel has the same value 0"),
+        (["--lge", "{lge}", "--cine", "{blank}"], "blank.nii.gz: is blank"),
+        (["--image", "{blank}"], "blank.nii.gz: is blank"),
         (["--lge", "{lge}", "--image", "{ct}"], "cannot be combined"),
         (["--cine", "{cine}", "--report"], "the cardiac QA report shows the LGE"),
         (["--lge", "{lge}", "--device", "cuda"], "no CUDA device is available"),
@@ -135,11 +144,32 @@ def test_segment_refuses_bad_input_in_one_line(catalog, pair, tmp_path, capsys, 
     mask = read_image(pair["reference"])
     classes = write_image(sitk.Cast(mask == 200, sitk.sitkUInt8) + 2 * sitk.Cast(mask == 500, sitk.sitkUInt8), tmp_path / "classes.nii.gz")
     empty = write_image(mask * 0, tmp_path / "empty.nii.gz")
-    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct, "ct_slice": ct_slice, "classes": classes, "empty": empty}
+    rv_only = write_image(sitk.Cast(mask > 0, sitk.sitkUInt16) * 600, tmp_path / "rv_only.nii.gz")
+    moved = sitk.Image(mask)
+    moved.SetOrigin([o + 500.0 for o in mask.GetOrigin()])  # the same mask, half a metre away
+    elsewhere = write_image(moved, tmp_path / "elsewhere.nii.gz")
+    blank = write_image(read_image(pair["lge"]) * 0, tmp_path / "blank.nii.gz")
+    cine_int = write_image(sitk.Cast(read_image(pair["cine"]) * 1000, sitk.sitkInt16), tmp_path / "cine_int.nii.gz")  # as a scanner stores it
+    values = {"tmp": tmp_path, "lge": pair["lge"], "cine": pair["cine"], "ct": ct, "ct_slice": ct_slice, "classes": classes, "empty": empty,
+              "rv_only": rv_only, "elsewhere": elsewhere, "blank": blank, "cine_int": cine_int}
     code = main(["segment", *(a.format(**values) for a in arguments), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == EXIT_INPUT_ERROR and message in err and "Traceback" not in err
+    assert code == EXIT_INPUT_ERROR and message in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_segment_refuses_every_bad_file_with_one_line_and_writes_nothing(catalog, tmp_path, capsys, case):
+    path, message = bad_file(case, tmp_path)
+    role = "--cine" if case == "4-D where 3-D is needed" else "--lge"  # a 4-D file is a cine; take a frame that does not exist
+    extra = ["--cine-frame", "5"] if role == "--cine" else []
+    code = main(["segment", role, str(path), *extra, "--out", str(tmp_path / "out"), "--model", "tiny-mmsdnet"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == EXIT_INPUT_ERROR and len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and "Traceback" not in err, err
+    if role == "--lge":
+        assert message in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_segment_never_overwrites_an_input_and_needs_a_writable_folder(catalog, pair, tmp_path, capsys):

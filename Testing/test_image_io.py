@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import oblique_volume
+from bad_inputs import BAD_FILES, bad_file
+from conftest import oblique_volume, write_dicom_series
 
 from crossmodal.errors import InputError
 from crossmodal.image_io import read_cine_frame, read_image, write_image
@@ -36,28 +37,8 @@ def test_write_is_atomic_and_leaves_no_temporary(tmp_path, oblique):
 
 
 def test_dicom_series_folder(tmp_path):
-    # A DICOM series written slice by slice with geometry tags, as a scanner would.
     volume = oblique_volume(size=(24, 20, 6), spacing=(0.8, 0.8, 4.0), dtype=np.int16)
-    direction = volume.GetDirection()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series = "1.2.826.0.1.3680043.2.1125.1.99"
-    for k in range(volume.GetDepth()):
-        s = volume[:, :, k]
-        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in {
-            "0020|000e": series,
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{x:.6f}" for x in position),
-            "0020|0037": "\\".join(f"{x:.8f}" for x in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
-            "0028|0030": "0.8\\0.8",
-            "0018|0050": "4.0",
-            "0008|0060": "MR",
-        }.items():
-            s.SetMetaData(tag, value)
-        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
-    image = read_image(tmp_path)
+    image = read_image(write_dicom_series(volume, tmp_path))
     assert image.GetSize() == volume.GetSize()
     np.testing.assert_allclose(image.GetOrigin(), volume.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(image.GetSpacing(), volume.GetSpacing(), atol=1e-3)
@@ -117,3 +98,11 @@ def test_write_refuses_unknown_format_and_missing_folder(tmp_path, oblique):
         write_image(oblique, tmp_path / "x.png")
     with pytest.raises(InputError, match="output folder does not exist"):
         write_image(oblique, tmp_path / "no" / "x.nrrd")
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_every_bad_file_is_refused_naming_it_and_the_problem(tmp_path, case):
+    path, message = bad_file(case, tmp_path)
+    with pytest.raises(InputError) as refused:
+        read_image(path)
+    assert str(refused.value).startswith(f"{path}: ") and message in str(refused.value), str(refused.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,29 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
     empty = conversion.image_to_volume_node(sitk.Image(pair.lge.GetSize(), sitk.sitkUInt8), scene, "blank mask", labelmap=True)
     with pytest.raises(InputError, match="blank mask: is empty; a reference LGE mask marks 200 \\(myocardium\\)"):
         logic.segment(nodes["lge"], nodes["cine"], empty)
+
+
+def test_the_panels_refuse_blank_nan_and_intensity_references_before_a_child_starts(cardiac_scene):
+    scene, nodes, pair = cardiac_scene
+    blank = conversion.image_to_volume_node(pair.lge * 0, scene, "blank LGE")
+    holes = sitk.GetArrayFromImage(sitk.Cast(pair.lge, sitk.sitkFloat32))
+    holes[2, 5:9, 5:9] = np.nan
+    nan = sitk.GetImageFromArray(holes)
+    nan.CopyInformation(pair.lge)
+    nan_node = conversion.image_to_volume_node(nan, scene, "LGE with holes")
+    cine_as_labels = conversion.image_to_volume_node(sitk.Cast(pair.cine * 1000, sitk.sitkInt16), scene, "cine as labelmap", labelmap=True)
+    folders = set(Path(tempfile.gettempdir()).glob("crossmodal-*"))
+    refusals = [
+        (lambda: MultiModalSegLogic().segment(blank, nodes["cine"]), "blank LGE: is blank: every voxel has the same value 0"),
+        (lambda: MultiModalSegLogic().segment(nodes["lge"], blank), "blank LGE: is blank"),
+        (lambda: MultiModalSegLogic().segment(nan_node, nodes["cine"]), "LGE with holes: has 16 NaN or infinite voxel(s)"),
+        (lambda: MultiModalSegLogic().segment(nodes["lge"], nodes["cine"], cine_as_labels), "cine as labelmap: has "),
+        (lambda: DualStreamSegLogic().segment(blank), "blank LGE: is blank"),
+    ]
+    for segment, message in refusals:
+        with pytest.raises(InputError, match=re.escape(message)):
+            segment()
+    assert set(Path(tempfile.gettempdir()).glob("crossmodal-*")) == folders  # nothing written, no child started
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,14 @@
 
 SimpleITK keeps origin, spacing and direction (LPS) with the voxels, so every reader returns a
 ``SimpleITK.Image``. Checks happen here, at the edge, so that the rest of the engine can trust its
-inputs: a missing file, an unknown format, the wrong dimensionality or NaN voxels are reported with
-the file's name instead of surfacing later as a shape error or a silent NaN loss.
+inputs: a missing file, an unknown format, a truncated file, the wrong dimensionality, NaN voxels, a
+grid with zero, negative or sheared axes, a volume too large for this machine's memory, or a DICOM
+series with missing slices are reported with the file's name instead of surfacing later as a shape
+error, a silent NaN loss, a wrong geometry or an out-of-memory kill.
+
+ITK's NIfTI reader hides three of these (it turns NaN into 0, reads a truncated file as if it were
+whole, and replaces a zero voxel size by 1 mm), so NIfTI headers and data are also checked with
+nibabel, which reports them.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def read_image(path: PathLike, *, dimension: int | None = 3, series_id: str | No
     if not path.exists():
         raise InputError(path, "no such file or folder")
     image = _read_dicom_series(path, series_id) if path.is_dir() else _read_file(path)
+    check_grid(image, path)
     if dimension is not None and image.GetDimension() != dimension:
         hint = " (a time series: read one frame with read_cine_frame)" if image.GetDimension() == 4 else ""
         raise InputError(path, f"is a {image.GetDimension()}-D image{hint}; a {dimension}-D image is needed")
@@ -71,12 +78,61 @@ def read_cine_frame(path: PathLike, frame: int = 0) -> sitk.Image:
 
 def check_finite(image: sitk.Image, source: PathLike) -> None:
     """Refuse NaN or infinite voxels: they poison normalisation and losses without an error."""
-    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
-        return
-    array = sitk.GetArrayViewFromImage(image)
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _refuse_non_finite(sitk.GetArrayViewFromImage(image), source)
+
+
+def _refuse_non_finite(array: np.ndarray, source: PathLike) -> None:
     bad = int(array.size - np.count_nonzero(np.isfinite(array)))
     if bad:
         raise InputError(source, f"has {bad} NaN or infinite voxel(s) of {array.size}")
+
+
+def check_grid(image: sitk.Image, source: PathLike) -> None:
+    """Refuse a voxel grid that is not a grid: a zero, negative or non-finite voxel size, or axes that are not
+    perpendicular (a sheared header); every resampling here assumes an orthonormal direction."""
+    spacing = np.asarray(image.GetSpacing(), float)
+    if not np.all(np.isfinite(spacing) & (spacing > 0)):
+        raise InputError(source, f"has voxel size {tuple(round(float(s), 4) for s in spacing)} mm; every voxel size must be positive")
+    n = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), float).reshape(n, n)
+    gram = direction.T @ direction
+    if not np.allclose(gram, np.eye(n), atol=1e-3):
+        i, j = np.unravel_index(np.argmax(np.abs(gram - np.eye(n))), gram.shape)
+        angle = np.degrees(np.arccos(np.clip(gram[i, j] / np.sqrt(gram[i, i] * gram[j, j]), -1, 1)))
+        raise InputError(source, f"has voxel axes {'IJKT'[i]} and {'IJKT'[j]} at {angle:.1f} degrees, not 90: a sheared grid, which cannot be "
+                                 "resampled faithfully; reformat it onto a rectilinear grid first")
+
+
+def require_signal(image: sitk.Image, source: PathLike) -> None:
+    """Refuse an intensity image with one value everywhere (a blank or failed export): a model would still
+    "find" structures on it."""
+    array = sitk.GetArrayViewFromImage(image)
+    if array.size == 0 or float(array.min()) == float(array.max()):
+        value = f" {float(array.flat[0]):g}" if array.size else ""
+        raise InputError(source, f"is blank: every voxel has the same value{value}; a blank or failed export cannot be segmented")
+
+
+MEMORY_PER_VOXEL = 48
+"""Bytes of working memory per input voxel that segmenting or training needs at most (float copies of the
+image, class probabilities resampled back, labels): the basis of refusing a volume before reading it."""
+
+
+def physical_memory() -> int:
+    """This machine's RAM in bytes (a volume is refused when working on it would need more)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a workstation
+        return 16 * 2**30
+
+
+def require_memory(size: tuple[int, ...], source: PathLike) -> None:
+    """Refuse, from its header alone, a volume whose processing would need more memory than the machine has."""
+    voxels = int(np.prod(size, dtype=np.int64))
+    needed, available = voxels * MEMORY_PER_VOXEL, physical_memory()
+    if needed > available:
+        raise InputError(source, f"has {voxels:,} voxels ({' x '.join(map(str, size))}); working on it needs about {needed / 2**30:.0f} GiB, "
+                                 f"more than this machine's {available / 2**30:.0f} GiB. Crop or downsample it first")
 
 
 def write_image(image: sitk.Image, path: PathLike, *, compress: bool = True) -> Path:
@@ -134,12 +190,38 @@ def _umask() -> int:
 
 
 def _read_file(path: Path) -> sitk.Image:
-    if image_suffix(path) is None:
+    suffix = image_suffix(path)
+    if suffix is None:
         raise InputError(path, f"unsupported format; expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        return sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        require_memory(reader.GetSize(), path)
+        if suffix in (".nii", ".nii.gz"):
+            _check_nifti(path)
+        return reader.Execute()
     except RuntimeError as error:
         raise InputError(path, f"could not be read as an image ({_first_line(error)})") from None
+
+
+def _check_nifti(path: Path) -> None:
+    """What ITK's NIfTI reader does not say: a truncated file, a voxel size of 0 or less, NaN or infinite voxels."""
+    import nibabel
+
+    try:
+        nifti = nibabel.load(path)
+        with nibabel.openers.ImageOpener(path) as file:  # the header as written: nibabel's load repairs a zero voxel size
+            pixdim = type(nifti.header).from_fileobj(file, check=False)["pixdim"][1 : 1 + min(3, len(nifti.shape))]
+        if np.any(pixdim <= 0):
+            raise InputError(path, f"has voxel size {tuple(float(p) for p in pixdim)} mm in its NIfTI header; every voxel size must be positive")
+        data = np.asanyarray(nifti.dataobj)
+    except InputError:
+        raise
+    except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as error:
+        raise InputError(path, f"is truncated or corrupt ({_first_line(error)})") from None
+    if data.dtype.kind == "f":
+        _refuse_non_finite(data, path)
 
 
 def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
@@ -152,12 +234,39 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
         series_id = series[0]
     elif series_id not in series:
         raise InputError(folder, f"has no DICOM series {series_id}; it has {', '.join(series)}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)
     try:
+        _check_slice_positions(files, folder, series_id)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
         return reader.Execute()
     except RuntimeError as error:
         raise InputError(folder, f"DICOM series {series_id} could not be read ({_first_line(error)})") from None
+
+
+def _check_slice_positions(files: tuple[str, ...], folder: Path, series_id: str) -> None:
+    """Refuse a series whose slices are not evenly spaced along their normal (a missing slice, or two at one
+    position): ITK would read it with one average spacing, and every structure beyond the gap would be misplaced."""
+    if len(files) < 3:
+        return
+    header = sitk.ImageFileReader()
+    positions, normal = [], None
+    for name in files:
+        header.SetFileName(name)
+        header.ReadImageInformation()
+        if not (header.HasMetaDataKey("0020|0032") and header.HasMetaDataKey("0020|0037")):
+            return  # no patient geometry per slice (e.g. a secondary capture): nothing to check against
+        if normal is None:
+            row, column = np.array(header.GetMetaData("0020|0037").split("\\"), float).reshape(2, 3)
+            normal = np.cross(row, column)
+        positions.append(float(np.dot(normal, np.array(header.GetMetaData("0020|0032").split("\\"), float))))
+    steps = np.diff(np.sort(positions))
+    step = float(np.median(steps))
+    uneven = np.abs(steps - step) > max(0.01, 0.05 * step)
+    if step <= 0 or uneven.any():
+        where = int(np.argmax(uneven)) if uneven.any() else 0
+        raise InputError(folder, f"DICOM series {series_id} has unevenly spaced slices ({steps[where]:.2f} mm after slice {where + 1}, "
+                                 f"{step:.2f} mm elsewhere): a slice is missing or repeated; export the complete series")
 
 
 def _first_line(error: Exception) -> str:

@@ -13,6 +13,9 @@ import numpy as np
 
 from crossmodal.errors import InputError
 
+MAX_UNEXPECTED_LABELS = 8
+"""More unknown values than this in a mask, and it is an intensity image given where a label map belongs."""
+
 
 @dataclass(frozen=True)
 class Code:
@@ -67,12 +70,12 @@ class LabelSet:
             raise InputError(source, "mask has non-integer values; a label map holds whole numbers")
         allowed = {0, *self.values, *allow_unlisted}
         unexpected = [int(v) for v in found if int(v) not in allowed]
+        expected = f"expected 0 and {', '.join(f'{lab.value} ({lab.name})' for lab in self.labels)}"
+        if len(unexpected) > MAX_UNEXPECTED_LABELS:
+            raise InputError(source, f"has {len(found)} distinct values ({unexpected[0]} .. {unexpected[-1]}): an intensity image, "
+                                     f"not a label map; {expected}")
         if unexpected:
-            raise InputError(
-                source,
-                f"mask has unexpected label value(s) {unexpected}; expected 0 and "
-                f"{', '.join(f'{lab.value} ({lab.name})' for lab in self.labels)}",
-            )
+            raise InputError(source, f"mask has unexpected label value(s) {unexpected}; {expected}")
 
     def to_classes(self, mask: np.ndarray, source: str = "mask", ignore: tuple[int, ...] = ()) -> np.ndarray:
         """File values -> class indices (uint8). Values in ``ignore`` (e.g. RV 600) become background."""

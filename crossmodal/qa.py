@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from crossmodal.errors import InputError
-from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 
 DISAGREEMENT_FLAG = 0.8
 """Slices whose LGE-only and fused foreground masks overlap less than this (Dice) are flagged."""
@@ -29,14 +29,24 @@ def disagreeing_slices(agreement: list[float | None]) -> list[int]:
     return [i for i, a in enumerate(agreement) if a is not None and a < DISAGREEMENT_FLAG]
 
 
-def require_reference(reference: sitk.Image, source: object) -> sitk.Image:
-    """A reference LGE mask, refused when it is empty or marks none of the MS-CMRSeg values scored against
-    (a mask with other values would score 0 everywhere without saying why)."""
-    found = set(np.unique(sitk.GetArrayViewFromImage(reference)).tolist()) - {0}
+def require_reference(reference: sitk.Image, source: object, lge: sitk.Image | None = None) -> sitk.Image:
+    """A reference LGE mask: a label map of MS-CMRSeg values (an intensity image, or other label values, would
+    score nonsense without saying why) marking the myocardium or LV, over the LGE in physical space when
+    ``lge`` is given. It may lie on another grid than the LGE: the masks are resampled onto it (nearest
+    neighbour, in physical space) to be scored."""
+    array = sitk.GetArrayViewFromImage(reference)
+    MSCMRSEG.check(array, str(source))
+    found = set(np.unique(array).tolist()) - {0}
     if not found & set(CARDIAC_MYO_LV.values):
         expected = ", ".join(f"{label.value} ({label.name})" for label in CARDIAC_MYO_LV.labels)
-        holds = f"holds the labels {sorted(found)[:8]}" if found else "is empty"
+        holds = f"marks only {sorted(found)}" if found else "is empty"
         raise InputError(source, f"{holds}; a reference LGE mask marks {expected}, the MS-CMRSeg values")
+    if lge is not None:
+        centre = reference.TransformContinuousIndexToPhysicalPoint(np.argwhere(array > 0).mean(axis=0)[::-1].tolist())
+        index = np.asarray(lge.TransformPhysicalPointToContinuousIndex(centre))
+        if np.any(index < -0.5) or np.any(index > np.asarray(lge.GetSize()) - 0.5):
+            raise InputError(source, "marks structures outside the LGE's field of view in physical space: the reference of another "
+                                     "image, or a wrong header")
     return reference
 
 

@@ -24,7 +24,7 @@ from crossmodal_slicer.outputs import remove_outputs, training_key
 from crossmodal_slicer.runs import models_for
 from crossmodal_slicer.scene import append_metrics, training_plot
 
-PINNED = {"monai": "monai==1.6.1"}
+PINNED = {"monai": "monai==1.6.1", "nibabel": "nibabel==5.4.2"}
 """Packages the engine needs beyond what Slicer ships (numpy, scipy, SimpleITK) and PyTorch."""
 TORCH_REQUIREMENT = ">=2.6"
 """The oldest PyTorch the engine is meant for (it is tested with the 2.13 of pyproject.toml); the PyTorch

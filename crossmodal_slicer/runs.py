@@ -8,9 +8,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from crossmodal.catalog import list_models
 from crossmodal.errors import InputError
-from crossmodal.image_io import write_image
+from crossmodal.image_io import check_finite, require_signal, write_image
 from crossmodal.jobs import ChildJob
 from crossmodal_slicer.conversion import volume_node_to_image
 
@@ -20,14 +22,24 @@ def work_folder(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"crossmodal-{prefix}-"))
 
 
-def export_inputs(nodes: dict[str, object], folder: Path) -> dict[str, Path]:
-    """Each (role -> volume node) written as NRRD, geometry exact; a missing node is a clear error."""
-    paths = {}
+def input_images(nodes: dict[str, object]) -> dict[str, sitk.Image]:
+    """Each (role -> volume node) as an image, geometry exact, refused here, naming the node, when it is missing,
+    holds NaN or infinite voxels or is blank: before any file is written or a child started."""
+    images = {}
     for role, node in nodes.items():
         if node is None:
             raise InputError(role, "no volume is selected")
-        paths[role] = write_image(volume_node_to_image(node), folder / f"{role}.nrrd")
-    return paths
+        image = volume_node_to_image(node)
+        check_finite(image, node.GetName())
+        require_signal(image, node.GetName())
+        images[role] = image
+    return images
+
+
+def write_inputs(images: dict[str, sitk.Image], prefix: str) -> tuple[Path, dict[str, Path]]:
+    """A fresh work folder with each (role -> image) in it as NRRD (``<role>.nrrd``), and their paths."""
+    folder = work_folder(prefix)
+    return folder, {role: write_image(image, folder / f"{role}.nrrd") for role, image in images.items()}
 
 
 def start(arguments: Sequence[str], python: str | None = None, device: str = "auto") -> ChildJob:

@@ -69,8 +69,7 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         require_volume(volume.GetImageData().GetDimensions(), volume.GetSpacing(), volume.GetName())
         if modality is not None and modality not in MODALITIES:
             raise InputError("modality", f"must be one of {', '.join(MODALITIES)}")
-        folder = runs.work_folder("dualstreamseg")
-        paths = runs.export_inputs({"image": volume}, folder)
+        folder, paths = runs.write_inputs(runs.input_images({"image": volume}), "dualstreamseg")
         arguments = ["segment", "--image", str(paths["image"]), "--out", str(folder / "out")]
         arguments += ["--modality", modality] if modality else []
         arguments += ["--model", model] if model else []

@@ -25,7 +25,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from crossmodal.catalog import user_models_folder
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.errors import InputError
-from crossmodal.image_io import read_image, write_image
+from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 from crossmodal.qa import reference_rows, require_reference
@@ -124,11 +124,10 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
         if lge is None:
             raise InputError("LGE", "no LGE volume is selected")
         cine, cine_name = cine_frame(cine, cine_frame_index)
-        labels = require_reference(reference_labels(reference, lge), reference.GetName()) if reference is not None else None
-        folder = runs.work_folder("multimodalseg")
-        paths = runs.export_inputs({"LGE": lge, **({"cine": cine} if cine is not None else {})}, folder)
-        if labels is not None:
-            paths["reference"] = write_image(labels, folder / "reference.nrrd")
+        images = runs.input_images({"LGE": lge, **({"cine": cine} if cine is not None else {})})
+        if reference is not None:
+            images["reference"] = require_reference(reference_labels(reference, lge), reference.GetName(), images["LGE"])
+        folder, paths = runs.write_inputs(images, "multimodalseg")
         arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(folder / "out")]
         if cine is not None:
             arguments += ["--cine", str(paths["cine"])]

@@ -17,7 +17,7 @@ from crossmodal.catalog import find_model
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
-from crossmodal.image_io import atomic_output, read_cine_frame, read_image, writable_folder, write_image
+from crossmodal.image_io import atomic_output, read_cine_frame, read_image, require_signal, writable_folder, write_image
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
 
@@ -29,6 +29,7 @@ class Segmentation:
     result: CardiacResult | AbdominalResult
     images: dict[str, sitk.Image]
     inputs: list[Path]
+    reference: sitk.Image | None = None
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -58,15 +59,24 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto")
 
 
+def read_intensity_image(path: Path, frame: int | None = None) -> sitk.Image:
+    """An image to segment (one frame of a cine when ``frame`` is given), refused when blank."""
+    image = read_image(path) if frame is None else read_cine_frame(path, frame)
+    require_signal(image, path)
+    return image
+
+
 def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
-    """Read the inputs, pick and verify the model, run it."""
+    """Read and check every input (the reference too), pick and verify the model, run it."""
     if args.image is not None and (args.lge is not None or args.cine is not None):
         raise InputError("--image", "segments a CT/MR volume; it cannot be combined with --lge or --cine")
     if args.image is None and args.lge is None and args.cine is None:
         raise InputError("inputs", "give --lge and/or --cine (cardiac MR), or --image (abdominal CT/MR)")
+    if args.reference is not None and args.lge is None:
+        raise InputError("--reference", "is a reference LGE mask, but no --lge was given")
     device = pick_device(args.device)
     if args.image is not None:
-        image = read_image(args.image)
+        image = read_intensity_image(args.image)
         card, network = load_bundle(find_model(args.model, "abdominal"), device)
         events.progress("inference", 0, 1)
         result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image))
@@ -74,18 +84,19 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
         return Segmentation("abdominal", card, result, {"image": image}, [args.image])
     images = {}
     if args.lge is not None:
-        images["LGE"] = read_image(args.lge)
+        images["LGE"] = read_intensity_image(args.lge)
     if args.cine is not None:
-        images["cine"] = read_cine_frame(args.cine, args.cine_frame)
+        images["cine"] = read_intensity_image(args.cine, args.cine_frame)
     for role, image in images.items():
         if looks_like(sitk.GetArrayViewFromImage(image)) == "CT":
             raise InputError(getattr(args, role.lower()), f"has intensities below -50, as a CT in HU; the {role} must be a cardiac MR image")
+    reference = require_reference(read_image(args.reference), args.reference, images["LGE"]) if args.reference is not None else None
     card, network = load_bundle(find_model(args.model, "cardiac"), device)
     events.progress("inference", 0, 1)
     result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device)
     events.progress("inference", 1, 1)
     inputs = [p for p in (args.lge, args.cine, args.reference) if p is not None]
-    return Segmentation("cardiac", card, result, images, inputs)
+    return Segmentation("cardiac", card, result, images, inputs, reference)
 
 
 def slug(name: str) -> str:
@@ -101,25 +112,20 @@ def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -
         raise InputError(clash[0], "is an input; writing the output there would overwrite it. Choose another --out")
 
 
-def html_report(segmentation: Segmentation, reference: sitk.Image | None, summary: dict | None = None) -> str:
+def html_report(segmentation: Segmentation, summary: dict | None = None) -> str:
     """The QA page; ``summary`` (of ``segment``) supplies the Dice and slice agreement already computed."""
     if segmentation.task == "abdominal":
         return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"])
     summary = summary or {}
     text, _ = cardiac_report(segmentation.result, segmentation.card, lge=segmentation.images.get("LGE"), cine=segmentation.images.get("cine"),
-                             reference=reference, scores=summary.get("dice"), agreement=summary.get("slice_agreement"))
+                             reference=segmentation.reference, scores=summary.get("dice"), agreement=summary.get("slice_agreement"))
     return text
 
 
-def read_reference(args: argparse.Namespace, report: bool) -> sitk.Image | None:
-    """The reference mask, after checking that the report (if asked for) can be made from the inputs."""
-    if report and args.image is None and args.lge is None:
+def require_report_inputs(args: argparse.Namespace) -> None:
+    """Before any work: the inputs a QA report is made from."""
+    if args.image is None and args.lge is None:
         raise InputError("--lge", "the cardiac QA report shows the LGE; give --lge (with or without --cine)")
-    if args.reference is None:
-        return None
-    if args.lge is None:
-        raise InputError("--reference", "is a reference LGE mask, but no --lge was given")
-    return require_reference(read_image(args.reference), args.reference)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -128,7 +134,8 @@ def write_text(path: Path, text: str) -> None:
 
 
 def run_segment(args: argparse.Namespace, events: Events) -> int:
-    reference = read_reference(args, args.report)
+    if args.report:
+        require_report_inputs(args)
     segmentation = segment_inputs(args, events)
     files: dict[str, sitk.Image | sitk.Transform] = {}
     summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version}
@@ -147,8 +154,8 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
             agreement = slice_agreement(result)
             summary["slice_agreement"] = agreement
             summary["disagreeing_slices"] = disagreeing_slices(agreement)
-        if reference is not None:
-            summary["dice"] = reference_scores(result, reference)
+        if segmentation.reference is not None:
+            summary["dice"] = reference_scores(result, segmentation.reference)
     else:
         files["organs.nii.gz"] = result.labels
         summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
@@ -164,7 +171,7 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
             write_image(item, path)
         outputs[name.split(".")[0]] = str(path)
     if args.report:
-        write_text(args.out / "report.html", html_report(segmentation, reference, summary))
+        write_text(args.out / "report.html", html_report(segmentation, summary))
         outputs["report"] = str(args.out / "report.html")
     summary["outputs"] = outputs
     write_text(args.out / "segment.json", json.dumps(summary, indent=1) + "\n")
@@ -175,10 +182,10 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
 def run_report(args: argparse.Namespace, events: Events) -> int:
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise InputError(args.out, "the report is an HTML page; give a path ending in .html")
-    reference = read_reference(args, report=True)
+    require_report_inputs(args)
     segmentation = segment_inputs(args, events)
     check_output_folder(args.out.parent, [args.out], segmentation.inputs)
-    write_text(args.out, html_report(segmentation, reference))
+    write_text(args.out, html_report(segmentation))
     extra = {"volumes_ml": segmentation.result.volumes_ml} if isinstance(segmentation.result, AbdominalResult) else {}
     events.result({"report": str(args.out)}, task=segmentation.task, **extra)
     return 0
