@@ -72,6 +72,7 @@ class DualStreamSegWidget(SegmentationPanel):
         slicer.util.setSliceViewerLayers(fit=True)
         volumes = ", ".join(f"{organ} {ml:.0f} mL" for organ, ml in outputs.volumes_ml.items())
         self.status(_("Done ({modality} stream): {volumes}.").format(modality=outputs.modality, volumes=volumes))
+        self.showWarnings(outputs.warnings)
 
     def trainingJob(self, resume: bool):
         p = self._parameterNode

@@ -96,6 +96,7 @@ class MultiModalSegWidget(SegmentationPanel):
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.dice_table.GetID())
             slicer.app.applicationLogic().PropagateTableSelection()
         self.status(_("Done."))
+        self.showWarnings(outputs.warnings)
 
     def showOutputs(self, anatomyChannel: int | None = None, alignedCine: bool | None = None) -> None:
         """The results in the slice views as the logic lays them out; a toggle passes its new value (its

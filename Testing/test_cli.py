@@ -100,6 +100,27 @@ def test_segment_abdominal_guesses_the_modality_and_reports_volumes(catalog, tmp
     assert any("look like CT, but it was given as MR" in w for w in warnings)  # told, then done as asked
 
 
+def test_plausibility_warnings_reach_the_events_the_summary_and_the_report(catalog, pair, tmp_path, capsys):
+    """A cardiac LGE given to the abdominal model (it was segmented without a word), and a cine whose header puts
+    the heart 36 mm away: the result is written, and every warning is said, kept in segment.json and shown
+    first in the QA report."""
+    assert main(["segment", "--image", str(pair["lge"]), "--model", "tiny-v4", "--out", str(tmp_path / "abdomen"), "--report", "--events", "jsonl"]) == 0
+    warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
+    assert any(w.startswith(f"{pair['lge']}: is only 75 mm thick along its K axis") for w in warnings), warnings
+    assert json.loads((tmp_path / "abdomen" / "segment.json").read_text())["warnings"] == warnings
+    page = (tmp_path / "abdomen" / "report.html").read_text()
+    assert page.index("Check before use") < page.index("Organ volumes") and "is only 75 mm thick" in page
+
+    shifted = cardiac_pair(seed=40).cine
+    direction = np.asarray(shifted.GetDirection()).reshape(3, 3)
+    shifted.SetOrigin(tuple(np.asarray(shifted.GetOrigin()) + 30 * direction[:, 0] + 20 * direction[:, 1]))
+    cine = write_image(shifted, tmp_path / "shifted_cine.nii.gz")
+    assert main(["segment", "--lge", str(pair["lge"]), "--cine", str(cine), "--out", str(tmp_path / "heart"), "--events", "jsonl"]) == 0  # the bundled model
+    (warning,) = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
+    assert warning.startswith("the left ventricle lies 3") and "mm apart in the cine and the LGE" in warning
+    assert json.loads((tmp_path / "heart" / "segment.json").read_text())["warnings"] == [warning]
+
+
 def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, tmp_path, capsys):
     out = tmp_path / "qa.html"
     assert main(["report", "--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--reference", str(pair["reference"]),

@@ -198,6 +198,19 @@ def test_the_panels_refuse_blank_nan_and_intensity_references_before_a_child_sta
     assert set(Path(tempfile.gettempdir()).glob("crossmodal-*")) == folders  # nothing written, no child started
 
 
+def test_plausibility_warnings_reach_the_panel_naming_the_users_volume(cardiac_scene):
+    """The cardiac LGE given to DualStreamSeg: done, with a warning about the volume the user chose, not the
+    run's temporary file."""
+    scene, nodes, _ = cardiac_scene
+    logic = DualStreamSegLogic()
+    run = logic.segment(nodes["lge"], model="tiny-v4", device="cpu")
+    assert run.job.wait(timeout=300) == 0, run.job.failure()
+    outputs = logic.load_results(run, scene)
+    logic.discard(run)
+    assert outputs.warnings and outputs.warnings[0].startswith("LGE: is only 75 mm thick along its K axis"), outputs.warnings
+    assert not any(str(run.folder) in w for w in outputs.warnings)
+
+
 @pytest.mark.parametrize(
     ("module", "change", "message"),
     [

@@ -40,7 +40,7 @@ SLICER_ATTRIBUTES = {
     "slicer.mrmlScene", "slicer.mrmlScene.AddNewNodeByClass", "slicer.mrmlScene.Clear", "slicer.mrmlScene.EndCloseEvent", "slicer.mrmlScene.StartCloseEvent",
     "slicer.util.childWidgetVariables", "slicer.util.confirmOkCancelDisplay", "slicer.util.errorDisplay", "slicer.util.getModuleWidget",
     "slicer.util.loadUI", "slicer.util.mainWindow", "slicer.util.selectModule",
-    "slicer.util.pip_install", "slicer.util.setSliceViewerLayers", "slicer.util.tryWithErrorDisplay",
+    "slicer.util.pip_install", "slicer.util.setSliceViewerLayers", "slicer.util.tryWithErrorDisplay", "slicer.util.warningDisplay",
     "slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView", "slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView",
     "slicer.vtkMRMLSliceNode.CenteredJumpSlice", "slicer.vtkMRMLSliceNode.JumpAllSlices",
 }

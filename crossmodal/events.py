@@ -8,7 +8,7 @@ is what the Slicer modules parse. Schema (version :data:`SCHEMA_VERSION`), every
 ``start``    ``command``: the subcommand; ``pid``
 ``progress`` ``stage`` (e.g. "training", "inference"), ``done``, ``total``; optional ``eta_s``
 ``metrics``  ``stage``, ``step``, ``values``: {name: number} (losses, validation Dice)
-``warning``  ``message``
+``warning``  ``message`` (every warning of a command is also kept in :attr:`Events.warnings`)
 ``result``   ``outputs``: {name: path}, plus command-specific fields (e.g. ``dice``)
 ``error``    ``message``, ``exit_code``
 ============ ==================================================================================
@@ -36,6 +36,8 @@ class Events:
         self.stream = stream if stream is not None else sys.stdout
         self.started = time.monotonic()
         self._stage_start: dict[str, tuple[float, int]] = {}
+        self.warnings: list[str] = []
+        """Every warning so far, for the summary a command writes (``segment.json``) and its QA report."""
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -58,6 +60,7 @@ class Events:
         self.emit("metrics", stage=stage, step=step, values={k: round(float(v), 5) for k, v in values.items()})
 
     def warning(self, message: str) -> None:
+        self.warnings.append(message)
         self.emit("warning", message=message)
 
     def result(self, outputs: dict[str, str], **fields: Any) -> None:

@@ -31,13 +31,18 @@ ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
 
 @dataclass(frozen=True)
 class Label:
-    """One structure: its value in files, display name, RGB colour in [0, 1] and SNOMED-CT type."""
+    """One structure: its value in files, display name, RGB colour in [0, 1] and SNOMED-CT type; for an organ,
+    the side of the body it lies on and the range of volumes adult organs rarely leave (what a result is
+    checked against: a warning outside it, since disease moves an organ towards either end)."""
 
     name: str
     value: int
     color: tuple[float, float, float]
     code: Code
     modifier: Code | None = None
+    side: str | None = None
+    """"right" or "left" (the patient's) for an organ that lies on one side of the body."""
+    adult_ml: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,13 @@ CARDIAC_MYO_LV = MSCMRSEG.subset("myocardium", "left ventricle")
 ABDOMEN = LabelSet(
     "abdomen",
     (
-        Label("liver", 1, (0.87, 0.51, 0.39), _sct("10200004", "Liver")),
-        Label("right kidney", 2, (0.72, 0.31, 0.20), _sct("64033007", "Kidney"), _sct("24028007", "Right")),
-        Label("left kidney", 3, (0.72, 0.43, 0.24), _sct("64033007", "Kidney"), _sct("7771000", "Left")),
-        Label("spleen", 4, (0.62, 0.00, 0.10), _sct("78961009", "Spleen")),
+        Label("liver", 1, (0.87, 0.51, 0.39), _sct("10200004", "Liver"), side="right", adult_ml=(700, 3000)),
+        Label("right kidney", 2, (0.72, 0.31, 0.20), _sct("64033007", "Kidney"), _sct("24028007", "Right"), side="right", adult_ml=(60, 350)),
+        Label("left kidney", 3, (0.72, 0.43, 0.24), _sct("64033007", "Kidney"), _sct("7771000", "Left"), side="left", adult_ml=(60, 350)),
+        Label("spleen", 4, (0.62, 0.00, 0.10), _sct("78961009", "Spleen"), side="left", adult_ml=(40, 700)),
     ),
 )
-"""Abdominal organs as in the shared CHAOS T2 and BTCV CT copies (1 liver, 2/3 right/left kidney, 4 spleen)."""
+"""Abdominal organs as in the shared CHAOS T2 and BTCV CT copies (1 liver, 2/3 right/left kidney, 4 spleen).
+
+Adult ranges, wider than normal values (liver about 1.2-1.8 L, each kidney 120-200 mL, spleen 100-250 mL in
+CT volumetry): a volume outside them is either disease or a wrong segmentation, and worth a look either way."""

@@ -87,13 +87,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def page(title: str, sections: Sequence[str]) -> str:
+def page(title: str, sections: Sequence[str], warnings: Sequence[str] = ()) -> str:
+    """The self-contained HTML page; ``warnings`` (of the plausibility checks) stand first, where no reader misses them."""
+    box = ('<div class="warnings"><strong>Check before use:</strong><ul>' + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+           + "</ul></div>") if warnings else ""
     style = ("body{font-family:sans-serif;margin:1.5em;color:#222}figure{display:inline-block;margin:4px;text-align:center}"
              "figcaption{font-size:12px}img{image-rendering:pixelated}table{border-collapse:collapse;margin:0.5em 0}"
              "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}.flag{color:#b00;font-weight:bold}"
-             ".slice{border-top:1px solid #ddd;padding-top:0.5em}")
+             ".slice{border-top:1px solid #ddd;padding-top:0.5em}.warnings{background:#fff3cd;border:1px solid #e0b000;padding:0.5em 1em}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
+            f"<body><h1>{html.escape(title)}</h1>{box}{''.join(sections)}</body></html>\n")
 
 
 def on_plane(image: sitk.Image, plane: Grid, *, label: bool, transform: sitk.Transform | None = None) -> np.ndarray:
@@ -158,7 +161,7 @@ def reference_table(scores: Scores) -> str:
 
 def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, cine: sitk.Image | None = None,
                    reference: sitk.Image | None = None, scores: dict | None = None, agreement: list[float | None] | None = None,
-                   title: str = "MultiModalSeg QA") -> tuple[str, list[int]]:
+                   warnings: Sequence[str] = (), title: str = "MultiModalSeg QA") -> tuple[str, list[int]]:
     """The QA page, and the flagged slice indices (LGE-only and fused masks disagree).
 
     ``scores`` (:func:`reference_scores` against ``reference``) and ``agreement`` (:func:`slice_agreement`)
@@ -197,7 +200,7 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
     if flagged:
         summary += f'<p class="flag">Flagged slices: {", ".join(map(str, flagged))}</p>'
     sections = [summary, *sections, anatomy_montage(result, card.hyperparameters["anatomy_channels"]), "<h2>Slices</h2>", *slices]
-    return page(title, sections), flagged
+    return page(title, sections, warnings), flagged
 
 
 def anatomy_montage(result: CardiacResult, channels: int) -> str:
@@ -232,10 +235,10 @@ def orthogonal_views(image: sitk.Image, labels: sitk.Image, colours: Colours) ->
     return [(name, contours(grey(v), o, colours)) for name, v, o in views]
 
 
-def abdominal_report(result: AbdominalResult, card: ModelCard, image: sitk.Image, title: str = "DualStreamSeg QA") -> str:
+def abdominal_report(result: AbdominalResult, card: ModelCard, image: sitk.Image, *, warnings: Sequence[str] = (), title: str = "DualStreamSeg QA") -> str:
     colours = label_colours(card)
     volumes = table(["organ", "volume (mL)"], [[name, float(ml)] for name, ml in result.volumes_ml.items()])
     panels = "".join(figure(rgb, name) for name, rgb in orthogonal_views(image, result.labels, colours))
     summary = (f"<p>Modality {result.modality} ({html.escape(result.modality_from)}). Model {html.escape(card.id)} {html.escape(card.version)}, "
                f"stream {result.modality}.</p>")
-    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Orthogonal views</h2>", panels])
+    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Orthogonal views</h2>", panels], warnings)

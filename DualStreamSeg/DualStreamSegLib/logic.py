@@ -8,7 +8,7 @@ terminology) on the input's own grid, and a table of organ volumes in mL.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
@@ -35,6 +35,8 @@ class AbdominalRun:
     job: ChildJob
     folder: Path
     volume: object
+    names: dict[str, str] = field(default_factory=dict)
+    """Input file written for the child -> the name of its node (messages are shown in the user's terms)."""
 
 
 @dataclass
@@ -43,6 +45,8 @@ class AbdominalOutputs:
     volumes_table: object
     modality: str
     volumes_ml: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    """What the plausibility checks found (field of view, organ volumes and sides), naming the user's volume."""
 
 
 class DualStreamSegLogic(ScriptedLoadableModuleLogic):
@@ -73,10 +77,10 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         arguments = ["segment", "--image", str(paths["image"]), "--out", str(folder / "out")]
         arguments += ["--modality", modality] if modality else []
         arguments += ["--model", model] if model else []
-        return AbdominalRun(runs.start(arguments, python, device), folder, volume)
+        return AbdominalRun(runs.start(arguments, python, device), folder, volume, runs.user_names(paths, {"image": volume}))
 
     def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:
-        result = runs.finished_result(run.job, run.volume, scene)
+        result = runs.finished_result(run.job, run.volume, scene, run.names)
         key = output_key(self.moduleName, run.volume)
         remove_outputs(scene, key)
         name = run.volume.GetName()
@@ -84,7 +88,8 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         segmentation = mark(conversion.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
         rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
         table = table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
-        return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"])
+        warnings = [runs.in_user_terms(w, run.names) for w in result.get("warnings", [])]
+        return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"], warnings)
 
     @staticmethod
     def show_results(run: AbdominalRun, outputs: AbdominalOutputs, scene) -> None:

@@ -52,6 +52,8 @@ class CardiacRun:
     """The cine volume used: the selected volume, or the chosen frame of a selected sequence."""
     cine_name: str
     reference: object | None
+    names: dict[str, str] = field(default_factory=dict)
+    """Input file written for the child -> the name of its node (messages are shown in the user's terms)."""
 
 
 @dataclass
@@ -66,6 +68,8 @@ class CardiacOutputs:
     dice_table: object | None = None
     agreement_table: object | None = None
     flagged_slices: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the plausibility checks found (e.g. the hearts far apart in the two images), naming the user's volumes."""
 
     @property
     def main_segmentation(self):
@@ -135,11 +139,12 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
             arguments += ["--reference", str(paths["reference"])]
         if model:
             arguments += ["--model", model]
-        return CardiacRun(runs.start(arguments, python, device), folder, lge, cine, cine_name, reference)
+        names = runs.user_names(paths, {"LGE": lge, "cine": cine, "reference": reference})
+        return CardiacRun(runs.start(arguments, python, device), folder, lge, cine, cine_name, reference, names)
 
     def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
         """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
-        result = runs.finished_result(run.job, run.lge, scene)
+        result = runs.finished_result(run.job, run.lge, scene, run.names)
         files = {name: Path(path) for name, path in result["outputs"].items()}
         key = output_key(self.moduleName, run.lge)
         remove_outputs(scene, key)
@@ -171,6 +176,7 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
             outputs.dice_table = table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
         agreement = summary.get("slice_agreement", [])
         outputs.flagged_slices = summary.get("disagreeing_slices", [])
+        outputs.warnings = [runs.in_user_terms(w, run.names) for w in summary.get("warnings", [])]
         if any(a is not None for a in agreement):
             rows = [[str(i), np.nan if a is None else a, float(i in outputs.flagged_slices)] for i, a in enumerate(agreement)]
             outputs.agreement_table = table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)

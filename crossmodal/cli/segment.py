@@ -18,6 +18,8 @@ from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, read_cine_frame, read_image, require_signal, writable_folder, write_image
+from crossmodal.labels import ABDOMEN
+from crossmodal.plausibility import abdominal_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
 
@@ -81,6 +83,8 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
         events.progress("inference", 0, 1)
         result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image))
         events.progress("inference", 1, 1)
+        for warning in abdominal_warnings(image, result.labels, ABDOMEN, result.volumes_ml, str(args.image)):
+            events.warning(warning)
         return Segmentation("abdominal", card, result, {"image": image}, [args.image])
     images = {}
     if args.lge is not None:
@@ -95,6 +99,8 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     events.progress("inference", 0, 1)
     result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device)
     events.progress("inference", 1, 1)
+    for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine")):
+        events.warning(warning)
     inputs = [p for p in (args.lge, args.cine, args.reference) if p is not None]
     return Segmentation("cardiac", card, result, images, inputs, reference)
 
@@ -112,13 +118,14 @@ def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -
         raise InputError(clash[0], "is an input; writing the output there would overwrite it. Choose another --out")
 
 
-def html_report(segmentation: Segmentation, summary: dict | None = None) -> str:
-    """The QA page; ``summary`` (of ``segment``) supplies the Dice and slice agreement already computed."""
+def html_report(segmentation: Segmentation, warnings: list[str], summary: dict | None = None) -> str:
+    """The QA page, ``warnings`` at its top; ``summary`` (of ``segment``) supplies the Dice and slice agreement already computed."""
     if segmentation.task == "abdominal":
-        return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"])
+        return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"], warnings=warnings)
     summary = summary or {}
     text, _ = cardiac_report(segmentation.result, segmentation.card, lge=segmentation.images.get("LGE"), cine=segmentation.images.get("cine"),
-                             reference=segmentation.reference, scores=summary.get("dice"), agreement=summary.get("slice_agreement"))
+                             reference=segmentation.reference, scores=summary.get("dice"), agreement=summary.get("slice_agreement"),
+                             warnings=warnings)
     return text
 
 
@@ -171,8 +178,9 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
             write_image(item, path)
         outputs[name.split(".")[0]] = str(path)
     if args.report:
-        write_text(args.out / "report.html", html_report(segmentation, summary))
+        write_text(args.out / "report.html", html_report(segmentation, events.warnings, summary))
         outputs["report"] = str(args.out / "report.html")
+    summary["warnings"] = list(events.warnings)
     summary["outputs"] = outputs
     write_text(args.out / "segment.json", json.dumps(summary, indent=1) + "\n")
     events.result(outputs, **{k: v for k, v in summary.items() if k != "outputs"})
@@ -185,8 +193,8 @@ def run_report(args: argparse.Namespace, events: Events) -> int:
     require_report_inputs(args)
     segmentation = segment_inputs(args, events)
     check_output_folder(args.out.parent, [args.out], segmentation.inputs)
-    write_text(args.out, html_report(segmentation))
+    write_text(args.out, html_report(segmentation, events.warnings))
     extra = {"volumes_ml": segmentation.result.volumes_ml} if isinstance(segmentation.result, AbdominalResult) else {}
-    events.result({"report": str(args.out)}, task=segmentation.task, **extra)
+    events.result({"report": str(args.out)}, task=segmentation.task, warnings=list(events.warnings), **extra)
     return 0
 
