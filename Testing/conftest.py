@@ -53,7 +53,7 @@ def oblique_volume(
 
 
 def write_dicom_series(volume: sitk.Image, folder: Path, series: str = "1.2.826.0.1.3680043.2.1125.1.99", skip: tuple[int, ...] = (),
-                       modality: str = "MR") -> Path:
+                       modality: str = "MR", tags: dict[str, str] | None = None) -> Path:
     """``volume`` as a DICOM series written slice by slice with its geometry tags, as a scanner would
     (slices in ``skip`` left out, as in an incomplete export)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,6 +72,7 @@ def write_dicom_series(volume: sitk.Image, folder: Path, series: str = "1.2.826.
             "0028|0030": f"{spacing[1]}\\{spacing[0]}",
             "0018|0050": str(spacing[2]),
             "0008|0060": modality,
+            **(tags or {}),
         }.items():
             s.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{series[-4:]}-slice{k:03d}.dcm"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from bad_inputs import BAD_FILES, bad_file
-from conftest import TINY_MMSDNET, write_config
+from conftest import TINY_MMSDNET, write_config, write_dicom_series
 
 from crossmodal.cli import EXIT_INPUT_ERROR, main
 from crossmodal.geometry import Grid
@@ -119,6 +119,16 @@ def test_plausibility_warnings_reach_the_events_the_summary_and_the_report(catal
     (warning,) = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
     assert warning.startswith("the left ventricle lies 3") and "mm apart in the cine and the LGE" in warning
     assert json.loads((tmp_path / "heart" / "segment.json").read_text())["warnings"] == [warning]
+
+
+def test_a_dicom_series_tells_the_stream_and_its_body_part(catalog, tmp_path, capsys):
+    """The Modality tag of a DICOM series chooses the stream; a Body Part Examined other than the abdomen is said."""
+    image, _ = abdominal_volume("MR", seed=4)
+    series = write_dicom_series(sitk.Cast(image, sitk.sitkInt16), tmp_path / "series", modality="MR", tags={"0018|0015": "HEAD"})
+    assert main(["segment", "--image", str(series), "--model", "tiny-v4", "--out", str(tmp_path / "out"), "--events", "jsonl"]) == 0
+    events = events_of(capsys)
+    assert events[-1]["modality"] == "MR" and events[-1]["modality_from"] == "DICOM tag"
+    assert f"{series}: its DICOM Body Part Examined is HEAD, not the abdomen" in [e["message"] for e in events if e["type"] == "warning"]
 
 
 def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, tmp_path, capsys):

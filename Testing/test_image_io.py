@@ -44,6 +44,7 @@ def test_dicom_series_folder(tmp_path):
     np.testing.assert_allclose(image.GetSpacing(), volume.GetSpacing(), atol=1e-3)
     np.testing.assert_allclose(image.GetDirection(), volume.GetDirection(), atol=1e-5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(volume))
+    assert image.GetMetaData("0008|0060") == "MR"  # the Modality tag travels with the volume (which stream, in the abdominal model)
 
 
 def test_cine_frame_from_4d(tmp_path):

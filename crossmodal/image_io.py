@@ -239,9 +239,25 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
         _check_slice_positions(files, folder, series_id)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
-        return reader.Execute()
+        image = reader.Execute()
+        _keep_series_tags(image, files[0])
+        return image
     except RuntimeError as error:
         raise InputError(folder, f"DICOM series {series_id} could not be read ({_first_line(error)})") from None
+
+
+SERIES_TAGS = ("0008|0060", "0018|0015", "0008|103e")
+"""DICOM tags copied from a series' first slice onto the volume: Modality (which stream), Body Part Examined
+(plausibility) and Series Description (what a message calls it). ITK's series reader keeps none."""
+
+
+def _keep_series_tags(image: sitk.Image, first_slice: str) -> None:
+    header = sitk.ImageFileReader()
+    header.SetFileName(first_slice)
+    header.ReadImageInformation()
+    for tag in SERIES_TAGS:
+        if header.HasMetaDataKey(tag):
+            image.SetMetaData(tag, header.GetMetaData(tag))
 
 
 def _check_slice_positions(files: tuple[str, ...], folder: Path, series_id: str) -> None:
