@@ -64,6 +64,12 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     assert back.GetSize() == pair.lge.GetSize()  # exported on the LGE's own grid
     assert [len(v) for v in outputs.anatomy.values()] == [8, 8]
     assert outputs.aligned_cine.GetParentTransformNode() is outputs.transform and nodes["cine"].GetParentTransformNode() is None
+    engine = sitk.ReadImage(run.job.last("result")["outputs"]["tps_lge_to_cine"])  # the displacement field the engine wrote (LPS, mm)
+    k, j, i = (n // 2 for n in sitk.GetArrayViewFromImage(engine).shape[:3])
+    lps = np.asarray(engine.TransformIndexToPhysicalPoint((i, j, k)))
+    shown_at = outputs.transform.GetTransformFromParent().TransformPoint((-lps[0], -lps[1], lps[2]))  # where Slicer samples the cine for this LGE point
+    moved = lps + np.asarray(engine[i, j, k])
+    assert np.abs(np.asarray(engine[i, j, k])).max() > 0.1 and np.allclose(shown_at, (-moved[0], -moved[1], moved[2]), atol=1e-3)
     table = outputs.dice_table.GetTable()
     assert [table.GetValue(r, 0).ToString() for r in range(table.GetNumberOfRows())] == ["fused LGE", "LGE", "cine aligned to LGE", "cine copied to LGE"]
     assert outputs.agreement_table.GetTable().GetNumberOfRows() == pair.lge.GetSize()[2]

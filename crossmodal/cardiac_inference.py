@@ -134,7 +134,7 @@ def _physical_alignment(stack: PairedStack, paired: np.ndarray, grid: torch.Tens
 
 
 def displacement_transform(result: CardiacResult) -> sitk.Transform:
-    """The alignment as an ITK displacement-field transform (LGE space to cine space), e.g. to save as .h5."""
+    """The alignment as an ITK displacement-field transform (LGE space to cine space), to resample the cine onto the LGE."""
     if result.displacement is None:
         raise ValueError("no alignment: the result was computed from a single modality")
     return sitk.DisplacementFieldTransform(sitk.Cast(result.displacement, sitk.sitkVectorFloat64))

@@ -202,7 +202,7 @@ def _read_file(path: Path) -> sitk.Image:
             _check_nifti(path)
         return reader.Execute()
     except RuntimeError as error:
-        raise InputError(path, f"could not be read as an image ({_first_line(error)})") from None
+        raise InputError(path, f"could not be read as an image ({error_line(error)})") from None
 
 
 def _check_nifti(path: Path) -> None:
@@ -219,7 +219,7 @@ def _check_nifti(path: Path) -> None:
     except InputError:
         raise
     except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as error:
-        raise InputError(path, f"is truncated or corrupt ({_first_line(error)})") from None
+        raise InputError(path, f"is truncated or corrupt ({error_line(error)})") from None
     if data.dtype.kind == "f":
         _refuse_non_finite(data, path)
 
@@ -243,7 +243,7 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
         _keep_series_tags(image, files[0])
         return image
     except RuntimeError as error:
-        raise InputError(folder, f"DICOM series {series_id} could not be read ({_first_line(error)})") from None
+        raise InputError(folder, f"DICOM series {series_id} could not be read ({error_line(error)})") from None
 
 
 SERIES_TAGS = ("0008|0060", "0018|0015", "0008|103e")
@@ -285,6 +285,7 @@ def _check_slice_positions(files: tuple[str, ...], folder: Path, series_id: str)
                                  f"{step:.2f} mm elsewhere): a slice is missing or repeated; export the complete series")
 
 
-def _first_line(error: Exception) -> str:
+def error_line(error: Exception) -> str:
+    """The telling line of an error message (ITK puts it last, after its source location)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +11,14 @@ import SimpleITK as sitk
 from crossmodal.abdominal import MODALITIES, looks_like
 from crossmodal.abdominal_inference import AbdominalResult, segment_abdominal
 from crossmodal.bundles import ModelCard, load_bundle
-from crossmodal.cardiac_inference import OUTPUTS, CardiacResult, displacement_transform, segment_cardiac
+from crossmodal.cardiac_inference import OUTPUTS, CardiacResult, segment_cardiac
 from crossmodal.catalog import find_model
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, read_cine_frame, read_image, require_signal, writable_folder, write_image
 from crossmodal.labels import ABDOMEN
+from crossmodal.output_set import OutputSet
 from crossmodal.plausibility import abdominal_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
@@ -135,17 +135,14 @@ def require_report_inputs(args: argparse.Namespace) -> None:
         raise InputError("--lge", "the cardiac QA report shows the LGE; give --lge (with or without --cine)")
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as partial:
-        partial.write_text(text, encoding="utf-8")
-
-
 def run_segment(args: argparse.Namespace, events: Events) -> int:
     if args.report:
         require_report_inputs(args)
     segmentation = segment_inputs(args, events)
-    files: dict[str, sitk.Image | sitk.Transform] = {}
-    summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version}
+    files: dict[str, sitk.Image] = {}
+    summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version,
+                     "inputs": {role: str(path) for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference),
+                                                                    ("image", args.image)) if path is not None}}
     result = segmentation.result
     if isinstance(result, CardiacResult):
         for name in OUTPUTS:
@@ -155,7 +152,7 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
             files[f"anatomy_{slug(modality)}.nii.gz"] = anatomy  # label c = channel c (1..anatomy_channels), 0 = none
         summary["anatomy_channels"] = segmentation.card.hyperparameters["anatomy_channels"]
         if result.displacement is not None:
-            files["tps_lge_to_cine.h5"] = displacement_transform(result)
+            files["tps_lge_to_cine.nrrd"] = result.displacement  # a displacement field Slicer loads as a transform (NRRD: no HDF5 crash on a full disk)
         summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}
         if "LGE" in segmentation.images:
             agreement = slice_agreement(result)
@@ -168,22 +165,14 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
         summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
     names = [*files, "segment.json", *(["report.html"] if args.report else [])]
     check_output_folder(args.out, [args.out / n for n in names], segmentation.inputs)
-    outputs = {}
-    for name, item in files.items():
-        path = args.out / name
-        if isinstance(item, sitk.Transform):
-            with atomic_output(path) as partial:
-                sitk.WriteTransform(item, str(partial))
-        else:
-            write_image(item, path)
-        outputs[name.split(".")[0]] = str(path)
-    if args.report:
-        write_text(args.out / "report.html", html_report(segmentation, events.warnings, summary))
-        outputs["report"] = str(args.out / "report.html")
     summary["warnings"] = list(events.warnings)
-    summary["outputs"] = outputs
-    write_text(args.out / "segment.json", json.dumps(summary, indent=1) + "\n")
-    events.result(outputs, **{k: v for k, v in summary.items() if k != "outputs"})
+    with OutputSet(args.out, "segment.json") as out:
+        for name, image in files.items():
+            out.write(name, lambda path, image=image: write_image(image, path))
+        if args.report:
+            out.write_text("report.html", html_report(segmentation, events.warnings, summary))
+        outputs = out.commit(summary)
+    events.result(outputs, **summary)
     return 0
 
 
@@ -193,7 +182,8 @@ def run_report(args: argparse.Namespace, events: Events) -> int:
     require_report_inputs(args)
     segmentation = segment_inputs(args, events)
     check_output_folder(args.out.parent, [args.out], segmentation.inputs)
-    write_text(args.out, html_report(segmentation, events.warnings))
+    with atomic_output(args.out) as partial:
+        partial.write_text(html_report(segmentation, events.warnings), encoding="utf-8")
     extra = {"volumes_ml": segmentation.result.volumes_ml} if isinstance(segmentation.result, AbdominalResult) else {}
     events.result({"report": str(args.out)}, task=segmentation.task, warnings=list(events.warnings), **extra)
     return 0
