@@ -32,6 +32,13 @@ def events_of(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
+def assert_progress_moves(events: list[dict], stage: str) -> None:
+    """A panel's bar moves: progress from 0 through intermediate steps to its total."""
+    done = [(e["done"], e["total"]) for e in events if e["type"] == "progress" and e["stage"] == stage]
+    assert done[0][0] == 0 and done[-1][0] == done[-1][1] and len({d for d, t in done if 0 < d < t}) >= 1, done
+    assert [d for d, _ in done[1:]] == sorted(d for d, _ in done[1:])
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("pair")
@@ -74,8 +81,10 @@ def test_training_refuses_to_overwrite_and_checks_its_recipe(models, tmp_path, p
 def test_segment_a_pair_writes_every_output_on_its_inputs_grid(catalog, pair, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["segment", "--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--model", "tiny-mmsdnet", "--out", str(out), "--events", "jsonl"])
-    result = events_of(capsys)[-1]
+    events = events_of(capsys)
+    result = events[-1]
     assert code == 0 and result["type"] == "result" and result["task"] == "cardiac"
+    assert_progress_moves(events, "inference")  # batch of slices by batch
     lge, cine = sitk.ReadImage(str(pair["lge"])), sitk.ReadImage(str(pair["cine"]))
     for name, reference in (("seg_fused_lge", lge), ("seg_lge", lge), ("seg_cine_aligned_to_lge", lge), ("anatomy_lge", lge),
                             ("seg_cine", cine), ("seg_fused_cine", cine), ("anatomy_cine", cine)):
@@ -90,7 +99,9 @@ def test_segment_abdominal_guesses_the_modality_and_reports_volumes(catalog, tmp
     image, _ = abdominal_volume("CT", seed=9)
     path = write_image(image, tmp_path / "ct.nii.gz")
     assert main(["segment", "--image", str(path), "--model", "tiny-v4", "--out", str(tmp_path / "out"), "--report", "--events", "jsonl"]) == 0
-    result = events_of(capsys)[-1]
+    events = events_of(capsys)
+    result = events[-1]
+    assert_progress_moves(events, "inference")  # window by window
     assert result["modality"] == "CT" and result["modality_from"] == "intensities"
     assert set(result["volumes_ml"]) == {"liver", "right kidney", "left kidney", "spleen"}
     assert_same_grid(sitk.ReadImage(result["outputs"]["organs"]), image)

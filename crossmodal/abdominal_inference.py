@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from crossmodal.abdominal import PreparedVolume, guess_modality, labels_on_source, prepare_volume
@@ -29,13 +31,32 @@ class AbdominalResult:
     """Per organ name: its segmented volume."""
 
 
+def window_count(shape: tuple[int, ...], window: int, overlap: float) -> int:
+    """How many windows MONAI's sliding-window inference runs over a volume of ``shape`` (padded to one window at least)."""
+    padded = [max(n, window) for n in shape]
+    interval = [window if n == window else max(int(window * (1 - overlap)), 1) for n in padded]
+    return len(dense_patch_slices(padded, (window,) * len(shape), interval))
+
+
 @torch.no_grad()
 def predict_probabilities(network: torch.nn.Module, stream: int, prepared: PreparedVolume, *, window: int = INFERENCE_WINDOW,
-                          overlap: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 1) -> np.ndarray:
-    """Class probabilities (classes, z, y, x) float32 on the prepared grid, by overlapping Gaussian-blended windows."""
+                          overlap: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 1,
+                          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Class probabilities (classes, z, y, x) float32 on the prepared grid, by overlapping Gaussian-blended windows;
+    ``progress(done, total)`` after each batch of windows."""
     network = network.to(device).eval()
     volume = torch.from_numpy(prepared.image)[None, None].to(device)
-    logits = sliding_window_inference(volume, (window,) * 3, batch_size, lambda x: network(x, stream), overlap=overlap,
+    total, done = window_count(prepared.image.shape, window, overlap), 0
+
+    def predict(windows: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        logits = network(windows, stream)
+        done += len(windows)
+        if progress is not None:
+            progress(min(done, total), total)
+        return logits
+
+    logits = sliding_window_inference(volume, (window,) * 3, batch_size, predict, overlap=overlap,
                                       mode="gaussian", padding_mode="constant", cval=float(prepared.image.min()))
     return torch.softmax(logits[0], dim=0).float().cpu().numpy()
 
@@ -48,8 +69,9 @@ def segment_abdominal(
     *,
     device: torch.device | str = "cpu",
     source: str = "image",
+    progress: Callable[[int, int], None] | None = None,
 ) -> AbdominalResult:
-    """Segment the organs of ``image`` with the stream of ``modality`` (guessed when ``None``)."""
+    """Segment the organs of ``image`` with the stream of ``modality`` (guessed when ``None``); ``progress`` per batch of windows."""
     modality_from = "given"
     if modality is None:
         modality, modality_from = guess_modality(image)
@@ -58,7 +80,7 @@ def segment_abdominal(
         raise InputError(source, f"is {modality}, but model {card.id!r} has streams for {', '.join(streams)} only")
     window = card.preprocessing.get("ct_window")
     prepared = prepare_volume(image, modality, spacing_mm=card.preprocessing["spacing_mm"], ct_window=tuple(window) if window else None, source=source)
-    probabilities = predict_probabilities(network, streams.index(modality), prepared, device=device)
+    probabilities = predict_probabilities(network, streams.index(modality), prepared, device=device, progress=progress)
     classes = sitk.GetArrayFromImage(labels_on_source(prepared, probabilities))
     entries = sorted(card.labels, key=lambda entry: entry["class"])
     lookup = np.array([0, *(entry["value"] for entry in entries)], dtype=np.min_scalar_type(max(e["value"] for e in entries)))

@@ -8,6 +8,7 @@ transform.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,8 +53,10 @@ def segment_cardiac(
     cine: sitk.Image | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 16,
+    progress: Progress | None = None,
 ) -> CardiacResult:
-    """Segment what is given: an LGE alone, a cine alone, or both (aligned and fused)."""
+    """Segment what is given: an LGE alone, a cine alone, or both (aligned and fused); ``progress(done, total)``
+    after each batch of slices through the network (each modality alone, then the paired slices together)."""
     if lge is None and cine is None:
         raise ValueError("segment_cardiac needs an LGE image, a cine image or both")
     config = PairingConfig(spacing_mm=card.preprocessing["spacing_mm"], size=card.preprocessing["size"])
@@ -62,15 +65,16 @@ def segment_cardiac(
     images = {m: torch.from_numpy(normalise_mr(a, per_slice=True))[:, None] for m, a in stack.images.items()}
     network = network.to(device).eval()
     result = CardiacResult(stack)
+    paired = np.flatnonzero(stack.paired)
+    counter = _SliceCounter(len(stack.slices) * len(images) + (len(paired) if len(images) == 2 else 0), progress)
     alone: dict[str, dict[str, torch.Tensor]] = {}
     for index, modality in ((1, "cine"), (2, "LGE")):
         if modality in images:
-            alone[modality] = out = _run(network, device, batch_size, **{modality.lower(): images[modality]})
+            alone[modality] = out = _run(network, device, batch_size, counter, **{modality.lower(): images[modality]})
             result.masks[modality] = _mask(stack, out[f"logits_anatomy{index}"], modality)
             result.anatomy[modality] = _anatomy(stack, out[f"anatomy{index}"], modality)
-    paired = np.flatnonzero(stack.paired)
     if len(images) == 2 and len(paired):
-        out = _run(network, device, batch_size, cine=images["cine"][paired], lge=images["LGE"][paired])
+        out = _run(network, device, batch_size, counter, cine=images["cine"][paired], lge=images["LGE"][paired])
         single = alone["LGE"]["logits_anatomy2"]  # unpaired LGE slices keep their single-modality masks
         for name, (key, modality) in OUTPUTS.items():
             if key.startswith(("warped", "fused")):
@@ -82,8 +86,23 @@ def segment_cardiac(
     return result
 
 
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: how far a long inference is, for a progress bar."""
+
+
+class _SliceCounter:
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, slices: int) -> None:
+        self.done += slices
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
 @torch.no_grad()
-def _run(network: MMSDNet, device, batch_size: int, cine: torch.Tensor | None = None, lge: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def _run(network: MMSDNet, device, batch_size: int, counter: _SliceCounter, cine: torch.Tensor | None = None,
+         lge: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The network's outputs for whole stacks, in batches, on the CPU."""
     count = len(cine if cine is not None else lge)
     parts: dict[str, list[torch.Tensor]] = {}
@@ -92,6 +111,7 @@ def _run(network: MMSDNet, device, batch_size: int, cine: torch.Tensor | None = 
         out = network(None if cine is None else cine[chunk].to(device), None if lge is None else lge[chunk].to(device))
         for key, value in out.items():
             parts.setdefault(key, []).append(value.cpu())
+        counter.add(len(range(count)[chunk]))
     return {key: torch.cat(value) for key, value in parts.items()}
 
 

@@ -9,7 +9,7 @@ from crossmodal.events import Events
 
 REPRODUCTIONS = {"mmsdnet": "crossmodal.reproduce.mmsdnet", "dualstream": "crossmodal.reproduce.dualstream"}
 BENCHMARKS = {"data_layer": "crossmodal.benchmarks.data_layer", "mmsdnet": "crossmodal.benchmarks.mmsdnet",
-              "dualstream": "crossmodal.benchmarks.dualstream"}
+              "dualstream": "crossmodal.benchmarks.dualstream", "ddp_teardown": "crossmodal.benchmarks.ddp_teardown"}
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -61,6 +61,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto")
 
 
+def inference_progress(events: Events):
+    """Progress events of the network's passes (slices of a cardiac stack, windows of a 3-D volume), from 0."""
+    events.progress("inference", 0, 1)
+    return lambda done, total: events.progress("inference", done, total)
+
+
 def read_intensity_image(path: Path, frame: int | None = None) -> sitk.Image:
     """An image to segment (one frame of a cine when ``frame`` is given), refused when blank."""
     image = read_image(path) if frame is None else read_cine_frame(path, frame)
@@ -80,9 +86,7 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     if args.image is not None:
         image = read_intensity_image(args.image)
         card, network = load_bundle(find_model(args.model, "abdominal"), device)
-        events.progress("inference", 0, 1)
-        result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image))
-        events.progress("inference", 1, 1)
+        result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image), progress=inference_progress(events))
         for warning in abdominal_warnings(image, result.labels, ABDOMEN, result.volumes_ml, str(args.image)):
             events.warning(warning)
         return Segmentation("abdominal", card, result, {"image": image}, [args.image])
@@ -96,9 +100,7 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
             raise InputError(getattr(args, role.lower()), f"has intensities below -50, as a CT in HU; the {role} must be a cardiac MR image")
     reference = require_reference(read_image(args.reference), args.reference, images["LGE"]) if args.reference is not None else None
     card, network = load_bundle(find_model(args.model, "cardiac"), device)
-    events.progress("inference", 0, 1)
-    result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device)
-    events.progress("inference", 1, 1)
+    result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device, progress=inference_progress(events))
     for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine")):
         events.warning(warning)
     inputs = [p for p in (args.lge, args.cine, args.reference) if p is not None]

@@ -1,0 +1,69 @@
+"""A loop of two-process ``torchrun`` trainings, counting the runs that do not end cleanly.
+
+Rare teardown faults (one run in tens) cannot be shown by one test; this runs the real command many
+times and reports every run that failed, with the process whose log shows the fault (each worker's
+output and the launcher's are kept apart with ``--log-dir``/``--redirects``). Not part of ``make test``.
+
+    python -m crossmodal.benchmarks.ddp_teardown --runs 100 --out bench/ddp_teardown.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from crossmodal.benchmarks import write_report
+from crossmodal.phantoms import write_mscmrseg_phantoms
+
+RECIPE = {"architecture": "MMSDNet", "id": "teardown", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 3, "batch_size": 4,
+          "validate_every": 1000, "checkpoint_every": 2, "validation": [1]}
+"""As small as a real training gets: the teardown, not the training, is under test."""
+FAULTS = ("terminate called", "Aborted", "core dumped", "Segmentation fault", "Traceback")
+
+
+def one_run(folder: Path, config: Path, data: Path, index: int) -> dict:
+    """One torchrun training; its exit code, time, and which logs (launcher, rank 0, rank 1) show a fault."""
+    logs = folder / f"logs-{index}"
+    out = folder / f"model-{index}"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--log-dir", str(logs), "--redirects", "3",
+               "-m", "crossmodal", "train", "--config", str(config), "--data", str(data), "--out", str(out), "--events", "jsonl"]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    seconds = time.perf_counter() - start
+    faults = {}
+    for name, text in [("launcher", done.stderr), *((str(p.relative_to(logs)), p.read_text(errors="replace")) for p in sorted(logs.rglob("*.log")))]:
+        found = [f for f in FAULTS if f in text]
+        if found:
+            faults[name] = {"signs": found, "tail": text[-1500:]}
+    return {"run": index, "returncode": done.returncode, "seconds": round(seconds, 1), "bundle": (out / "card.json").exists(), "faults": faults}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--out", type=Path, help="JSON report")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="crossmodal-ddp-teardown-") as name:
+        folder = Path(name)
+        data = write_mscmrseg_phantoms(folder / "data", labelled=2)
+        config = folder / "recipe.json"
+        config.write_text(json.dumps(RECIPE))
+        runs = []
+        for index in range(args.runs):
+            runs.append(one_run(folder, config, data, index))
+            bad = [r for r in runs if r["returncode"] != 0 or r["faults"] or not r["bundle"]]
+            print(f"run {index + 1}/{args.runs}: exit {runs[-1]['returncode']} in {runs[-1]['seconds']} s; {len(bad)} bad so far", file=sys.stderr, flush=True)
+    failed = [r for r in runs if r["returncode"] != 0 or r["faults"] or not r["bundle"]]
+    write_report({"benchmark": "ddp_teardown", "runs": len(runs), "failed": len(failed), "failures": failed,
+                  "median_seconds": sorted(r["seconds"] for r in runs)[len(runs) // 2]}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
