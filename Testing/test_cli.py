@@ -142,6 +142,21 @@ def test_a_dicom_series_tells_the_stream_and_its_body_part(catalog, tmp_path, ca
     assert f"{series}: its DICOM Body Part Examined is HEAD, not the abdomen" in [e["message"] for e in events if e["type"] == "warning"]
 
 
+@pytest.mark.parametrize("task", ["cardiac", "abdominal"])
+def test_report_from_a_segment_folder_is_the_page_segment_wrote_without_segmenting_again(catalog, pair, tmp_path, capsys, task):
+    if task == "cardiac":
+        inputs = ["--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--reference", str(pair["reference"]), "--model", "tiny-mmsdnet"]
+    else:
+        inputs = ["--image", str(write_image(abdominal_volume("MR", seed=6)[0], tmp_path / "t2.nii.gz")), "--model", "tiny-v4"]
+    assert main(["segment", *inputs, "--out", str(tmp_path / "out"), "--report"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--from", str(tmp_path / "out"), "--out", str(tmp_path / "again.html"), "--events", "jsonl"]) == 0
+    assert (tmp_path / "again.html").read_text() == (tmp_path / "out" / "report.html").read_text()
+    assert not [e for e in events_of(capsys) if e["type"] == "progress" and e["stage"] == "inference"]  # nothing was segmented
+    assert main(["report", "--from", str(tmp_path), "--out", str(tmp_path / "x.html")]) == EXIT_INPUT_ERROR
+    assert "holds no readable segment.json of `segment`" in capsys.readouterr().err
+
+
 def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, tmp_path, capsys):
     out = tmp_path / "qa.html"
     assert main(["report", "--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--reference", str(pair["reference"]),

@@ -45,6 +45,17 @@ class CardiacResult:
     """Vector image on the LGE common grid (mm, LPS): an LGE point p shows the cine at p + d(p) (ITK fixed-to-moving)."""
 
 
+def pairing_config(card: ModelCard) -> PairingConfig:
+    """The slice grid a model was trained on (its card's preprocessing)."""
+    return PairingConfig(spacing_mm=card.preprocessing["spacing_mm"], size=card.preprocessing["size"])
+
+
+def pair_inputs(card: ModelCard, *, lge: sitk.Image | None = None, cine: sitk.Image | None = None) -> PairedStack:
+    """The stack of slices the model sees: one per LGE slice (or per cine slice without an LGE), paired in physical space."""
+    names = ("LGE", "cine") if lge is not None else ("cine", "LGE")
+    return pair_volumes(lge if lge is not None else cine, cine if lge is not None else None, pairing_config(card), names=names)
+
+
 def segment_cardiac(
     network: MMSDNet,
     card: ModelCard,
@@ -59,9 +70,8 @@ def segment_cardiac(
     after each batch of slices through the network (each modality alone, then the paired slices together)."""
     if lge is None and cine is None:
         raise ValueError("segment_cardiac needs an LGE image, a cine image or both")
-    config = PairingConfig(spacing_mm=card.preprocessing["spacing_mm"], size=card.preprocessing["size"])
-    names = ("LGE", "cine") if lge is not None else ("cine", "LGE")
-    stack = pair_volumes(lge if lge is not None else cine, cine if lge is not None else None, config, names=names)
+    stack = pair_inputs(card, lge=lge, cine=cine)
+    config = pairing_config(card)
     images = {m: torch.from_numpy(normalise_mr(a, per_slice=True))[:, None] for m, a in stack.images.items()}
     network = network.to(device).eval()
     result = CardiacResult(stack)

@@ -39,11 +39,12 @@ def image_suffix(path: PathLike) -> str | None:
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
 
 
-def read_image(path: PathLike, *, dimension: int | None = 3, series_id: str | None = None) -> sitk.Image:
+def read_image(path: PathLike, *, dimension: int | None = 3, series_id: str | None = None, components: int = 1) -> sitk.Image:
     """Read a NIfTI/NRRD/MHA file or a DICOM series folder, geometry kept.
 
     ``dimension`` is the dimensionality the caller needs (None accepts any); a 2-D slice where a
     volume is needed, or a 4-D cine where one frame is needed, is refused here with a hint.
+    ``components`` per voxel: 1 for images and masks, 3 for a displacement field.
     """
     path = Path(path)
     if not path.exists():
@@ -53,8 +54,9 @@ def read_image(path: PathLike, *, dimension: int | None = 3, series_id: str | No
     if dimension is not None and image.GetDimension() != dimension:
         hint = " (a time series: read one frame with read_cine_frame)" if image.GetDimension() == 4 else ""
         raise InputError(path, f"is a {image.GetDimension()}-D image{hint}; a {dimension}-D image is needed")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(path, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar image is needed")
+    if image.GetNumberOfComponentsPerPixel() != components:
+        needed = "a scalar image" if components == 1 else f"{components} (a vector image)"
+        raise InputError(path, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; {needed} is needed")
     check_finite(image, path)
     return image
 

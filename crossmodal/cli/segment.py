@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +11,15 @@ import SimpleITK as sitk
 
 from crossmodal.abdominal import MODALITIES, looks_like
 from crossmodal.abdominal_inference import AbdominalResult, segment_abdominal
-from crossmodal.bundles import ModelCard, load_bundle
-from crossmodal.cardiac_inference import OUTPUTS, CardiacResult, segment_cardiac
+from crossmodal.bundles import ModelCard, load_bundle, read_card
+from crossmodal.cardiac_inference import OUTPUTS, CardiacResult, pair_inputs, segment_cardiac
 from crossmodal.catalog import find_model
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
-from crossmodal.image_io import atomic_output, read_cine_frame, read_image, require_signal, writable_folder, write_image
+from crossmodal.image_io import atomic_output, error_line, read_cine_frame, read_image, require_signal, writable_folder, write_image
 from crossmodal.labels import ABDOMEN
-from crossmodal.output_set import OutputSet
+from crossmodal.output_set import OutputSet, output_key
 from crossmodal.plausibility import abdominal_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
@@ -41,9 +42,12 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     segment.add_argument("--out", required=True, type=Path, help="output folder (created); inputs are never overwritten")
     segment.add_argument("--report", action="store_true", help="also write the visual QA report (report.html)")
     segment.set_defaults(run=run_segment)
-    report = commands.add_parser("report", parents=[common], help="segment and write only the visual QA report (HTML)",
-                                 description="Segment the inputs and write a self-contained HTML page of QA panels.")
+    report = commands.add_parser("report", parents=[common], help="write the visual QA report (HTML) of inputs, or of a segment output folder",
+                                 description="Segment the inputs (or read what `segment` wrote, with --from) and write a self-contained HTML "
+                                             "page of QA panels.")
     add_input_arguments(report)
+    report.add_argument("--from", dest="segmented", type=Path, metavar="FOLDER",
+                        help="a folder `segment` wrote: report on its outputs and inputs instead of segmenting again")
     report.add_argument("--out", required=True, type=Path, help="the HTML file to write")
     report.set_defaults(run=run_report)
 
@@ -111,6 +115,22 @@ def slug(name: str) -> str:
     return name.lower().replace(" ", "_")
 
 
+def mask_file(name: str) -> str:
+    """The file of mask ``name`` of :data:`OUTPUTS` ("fused LGE" -> seg_fused_lge.nii.gz)."""
+    return f"seg_{slug(name)}.nii.gz"
+
+
+def anatomy_file(modality: str) -> str:
+    """The file of a modality's anatomy factors: label c = channel c (1..anatomy_channels), 0 = none."""
+    return f"anatomy_{slug(modality)}.nii.gz"
+
+
+ALIGNMENT_FILE = "tps_lge_to_cine.nrrd"
+"""The TPS alignment as a displacement field (LPS mm, LGE to cine), which Slicer loads as a transform."""
+ORGANS_FILE = "organs.nii.gz"
+SUMMARY_FILE = "segment.json"
+
+
 def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -> None:
     """Create ``folder`` and make sure it is writable and that no planned output is an input."""
     writable_folder(folder)
@@ -143,18 +163,20 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
     segmentation = segment_inputs(args, events)
     files: dict[str, sitk.Image] = {}
     summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version,
-                     "inputs": {role: str(path) for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference),
-                                                                    ("image", args.image)) if path is not None}}
+                     "inputs": {role: str(path.resolve()) for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference),
+                                                                              ("image", args.image)) if path is not None}}
+    if args.cine is not None:
+        summary["inputs"]["cine_frame"] = args.cine_frame
     result = segmentation.result
     if isinstance(result, CardiacResult):
         for name in OUTPUTS:
             if name in result.masks:
-                files[f"seg_{slug(name)}.nii.gz"] = result.masks[name]
+                files[mask_file(name)] = result.masks[name]
         for modality, anatomy in result.anatomy.items():
-            files[f"anatomy_{slug(modality)}.nii.gz"] = anatomy  # label c = channel c (1..anatomy_channels), 0 = none
+            files[anatomy_file(modality)] = anatomy
         summary["anatomy_channels"] = segmentation.card.hyperparameters["anatomy_channels"]
         if result.displacement is not None:
-            files["tps_lge_to_cine.nrrd"] = result.displacement  # a displacement field Slicer loads as a transform (NRRD: no HDF5 crash on a full disk)
+            files[ALIGNMENT_FILE] = result.displacement  # NRRD, not ITK's HDF5 transform: its writer crashes the process on a full disk
         summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}
         if "LGE" in segmentation.images:
             agreement = slice_agreement(result)
@@ -163,12 +185,12 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
         if segmentation.reference is not None:
             summary["dice"] = reference_scores(result, segmentation.reference)
     else:
-        files["organs.nii.gz"] = result.labels
+        files[ORGANS_FILE] = result.labels
         summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
-    names = [*files, "segment.json", *(["report.html"] if args.report else [])]
+    names = [*files, SUMMARY_FILE, *(["report.html"] if args.report else [])]
     check_output_folder(args.out, [args.out / n for n in names], segmentation.inputs)
     summary["warnings"] = list(events.warnings)
-    with OutputSet(args.out, "segment.json") as out:
+    with OutputSet(args.out, SUMMARY_FILE) as out:
         for name, image in files.items():
             out.write(name, lambda path, image=image: write_image(image, path))
         if args.report:
@@ -181,12 +203,52 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
 def run_report(args: argparse.Namespace, events: Events) -> int:
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise InputError(args.out, "the report is an HTML page; give a path ending in .html")
-    require_report_inputs(args)
-    segmentation = segment_inputs(args, events)
+    if args.segmented is not None:
+        if any(getattr(args, role) is not None for role in ("lge", "cine", "reference", "image")):
+            raise InputError("--from", "reports on what `segment` wrote, with its own inputs; give no --lge, --cine, --reference or --image")
+        segmentation, summary = read_segmentation(args.segmented)
+        warnings = summary.get("warnings", [])
+    else:
+        require_report_inputs(args)
+        segmentation, summary = segment_inputs(args, events), None
+        warnings = events.warnings
     check_output_folder(args.out.parent, [args.out], segmentation.inputs)
     with atomic_output(args.out) as partial:
-        partial.write_text(html_report(segmentation, events.warnings), encoding="utf-8")
+        partial.write_text(html_report(segmentation, warnings, summary), encoding="utf-8")
     extra = {"volumes_ml": segmentation.result.volumes_ml} if isinstance(segmentation.result, AbdominalResult) else {}
-    events.result({"report": str(args.out)}, task=segmentation.task, warnings=list(events.warnings), **extra)
+    events.result({"report": str(args.out)}, task=segmentation.task, warnings=list(warnings), **extra)
     return 0
+
+
+def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
+    """What ``segment`` wrote to ``folder``, with the inputs its summary names, as a :class:`Segmentation` (no model run)."""
+    try:
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        inputs, outputs, task = summary["inputs"], summary["outputs"], summary["task"]
+    except (OSError, ValueError, KeyError) as error:
+        raise InputError(folder, f"holds no readable {SUMMARY_FILE} of `segment` ({error_line(error)})") from None
+    card = read_card(find_model(summary["model"], task))
+
+    def output(name: str, components: int = 1) -> sitk.Image:
+        key = output_key(name)
+        if key not in outputs:
+            raise InputError(folder, f"{SUMMARY_FILE} lists no {name}")
+        return read_image(outputs[key], components=components)
+
+    paths = [Path(p) for role, p in inputs.items() if role != "cine_frame"]
+    if task == "abdominal":
+        image = read_image(inputs["image"])
+        result = AbdominalResult(output(ORGANS_FILE), summary["modality"], summary["modality_from"], summary["volumes_ml"])
+        return Segmentation(task, card, result, {"image": image}, paths), summary
+    images = {"LGE": read_image(inputs["lge"])} if "lge" in inputs else {}
+    if "cine" in inputs:
+        images["cine"] = read_cine_frame(inputs["cine"], inputs.get("cine_frame", 0))
+    result = CardiacResult(pair_inputs(card, lge=images.get("LGE"), cine=images.get("cine")))
+    result.masks = {name: output(mask_file(name)) for name in OUTPUTS if output_key(mask_file(name)) in outputs}
+    result.anatomy = {modality: output(anatomy_file(modality)) for modality in ("cine", "LGE")  # the order segment_cardiac makes them in
+                      if output_key(anatomy_file(modality)) in outputs}
+    if output_key(ALIGNMENT_FILE) in outputs:
+        result.displacement = output(ALIGNMENT_FILE, components=3)
+    reference = read_image(inputs["reference"]) if "reference" in inputs else None
+    return Segmentation(task, card, result, images, paths, reference), summary
 
