@@ -5,7 +5,8 @@ import json
 import pytest
 from conftest import write_phantom_nnunet
 
-from crossmodal.reproduce.dualstream import main, split, summarise
+from crossmodal.cli import main as crossmodal
+from crossmodal.reproduce.dualstream import split, summarise
 
 
 def test_two_folds_partition_the_subjects_differently_per_repeat():
@@ -32,12 +33,16 @@ def test_summary_averages_cases_and_reports_the_spread_over_repeats():
     assert "Individual" not in table
 
 
-def test_a_tiny_run_end_to_end(tmp_path):
+def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
     ct = write_phantom_nnunet(tmp_path / "ct", "CT", 2)
     mr = write_phantom_nnunet(tmp_path / "mr", "MR", 2)
     out = tmp_path / "out"
-    assert main(["--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1", "--variants", "V4", "Individual",
-                 "--schedule", "tiny"]) == 0
+    assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1",
+                       "--variants", "V4", "Individual", "--schedule", "tiny"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # every line an event, as from every subcommand
+    runs = [(e["done"], e["total"]) for e in events if e["type"] == "progress" and e["stage"] == "runs"]
+    assert runs[0] == (0, 4) and runs[-1] == (4, 4) and len([e for e in events if e["type"] == "metrics"]) == 4
+    assert events[-1]["type"] == "result" and events[-1]["outputs"] == {"markdown": str(out / "tables.md"), "json": str(out / "tables.json")}
     result = json.loads((out / "tables.json").read_text())
     assert set(result["table"]) == {"V4", "Individual"}
     assert {"MR", "CT", "all"} <= result["table"]["V4"].keys()

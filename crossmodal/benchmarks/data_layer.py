@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from crossmodal.benchmarks import write_report
 from crossmodal.datasets import discover_mscmrseg
+from crossmodal.events import Events, make_events
 from crossmodal.intensity import normalise_mr
 from crossmodal.pairing import PairingConfig, pair_volumes
 
@@ -76,7 +77,8 @@ def _run_side(side: str, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, events: Events | None = None) -> int:
+    events = events or make_events(None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="MS-CMRSeg folder")
     parser.add_argument("--out", type=Path, help="JSON file to write")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["pipeline"]),
         "samples_per_second": best["pipeline"]["samples"] / best["pipeline"]["total_seconds"],
     }
-    write_report(report, args.out)
+    write_report(report, args.out, events)
     return 0
 
 

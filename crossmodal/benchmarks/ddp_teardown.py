@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from crossmodal.benchmarks import write_report
+from crossmodal.events import Events, make_events
 from crossmodal.phantoms import write_mscmrseg_phantoms
 
 RECIPE = {"architecture": "MMSDNet", "id": "teardown", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 3, "batch_size": 4,
@@ -44,7 +45,12 @@ def one_run(folder: Path, config: Path, data: Path, index: int) -> dict:
     return {"run": index, "returncode": done.returncode, "seconds": round(seconds, 1), "bundle": (out / "card.json").exists(), "faults": faults}
 
 
-def main(argv: list[str] | None = None) -> int:
+def failed(run: dict) -> bool:
+    return run["returncode"] != 0 or bool(run["faults"]) or not run["bundle"]
+
+
+def main(argv: list[str] | None = None, events: Events | None = None) -> int:
+    events = events or make_events(None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", type=Path, help="JSON report")
@@ -57,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for index in range(args.runs):
             runs.append(one_run(folder, config, data, index))
-            bad = [r for r in runs if r["returncode"] != 0 or r["faults"] or not r["bundle"]]
-            print(f"run {index + 1}/{args.runs}: exit {runs[-1]['returncode']} in {runs[-1]['seconds']} s; {len(bad)} bad so far", file=sys.stderr, flush=True)
-    failed = [r for r in runs if r["returncode"] != 0 or r["faults"] or not r["bundle"]]
-    write_report({"benchmark": "ddp_teardown", "runs": len(runs), "failed": len(failed), "failures": failed,
+            events.progress("runs", index + 1, args.runs)
+            if failed(runs[-1]):
+                events.warning(f"run {index + 1} did not end cleanly: exit {runs[-1]['returncode']}, faults in {sorted(runs[-1]['faults']) or 'no log'}")
+    failures = [r for r in runs if failed(r)]
+    write_report({"benchmark": "ddp_teardown", "runs": len(runs), "failed": len(failures), "failures": failures,
                   "median_seconds": sorted(r["seconds"] for r in runs)[len(runs) // 2]}, args.out)
     return 0
 

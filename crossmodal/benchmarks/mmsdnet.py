@@ -25,6 +25,7 @@ from monai.networks.nets import BasicUNet
 from crossmodal.benchmarks import write_report
 from crossmodal.bundles import ModelCard, load_bundle
 from crossmodal.cardiac_inference import segment_cardiac
+from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
 from crossmodal.phantoms import cardiac_pair
@@ -104,7 +105,8 @@ def default_card(filters: int, size: int, spacing: float) -> ModelCard:
                      {"size": size, "spacing_mm": spacing}, ModelCard.label_entries(CARDIAC_MYO_LV))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, events: Events | None = None) -> int:
+    events = events or make_events(None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--bundle", type=Path, help="model bundle whose configuration (and weights) to time")
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference_seconds": target, "inference_met": report["inference"]["network_seconds_16_slices"] <= target,
         "training_ratio": 3.0, "training_met": report["training"]["ratio_to_reference"] <= 3.0,
     }
-    write_report(report, args.out)
+    write_report(report, args.out, events)
     return 0
 
 

@@ -22,6 +22,5 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
 
 
 def run_module(module: str, arguments: list[str], events: Events) -> int:
-    code = importlib.import_module(module).main(arguments)
-    events.result({}, runner=module, exit_code=code)
-    return code
+    """The runner speaks the command's events itself: progress of its runs, then its result (the files it wrote)."""
+    return importlib.import_module(module).main(arguments, events)

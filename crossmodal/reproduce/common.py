@@ -47,11 +47,11 @@ class RunStore:
         return [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]
 
 
-def write_outputs(folder: Path, name: str, report: dict, markdown: str) -> None:
+def write_outputs(folder: Path, name: str, report: dict, markdown: str) -> dict[str, str]:
     """``<name>.json`` and ``<name>.md`` (UTF-8, whatever the locale) beside the runs, each written atomically;
-    says where they are on stdout."""
+    their paths, as a ``result`` event's outputs."""
     with atomic_output(Path(folder) / f"{name}.json") as partial:
         partial.write_text(json.dumps(report, indent=1))
     with atomic_output(Path(folder) / f"{name}.md") as partial:
         partial.write_text(markdown, encoding="utf-8")
-    print(json.dumps({"event": "written", "markdown": str(Path(folder) / f"{name}.md"), "json": str(Path(folder) / f"{name}.json")}), flush=True)
+    return {"markdown": str(Path(folder) / f"{name}.md"), "json": str(Path(folder) / f"{name}.json")}

@@ -12,7 +12,6 @@ Table 3 the all-organ average with its standard deviation over the 3 repeats.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import torch
 
 from crossmodal.abdominal import MODALITIES
 from crossmodal.devices import describe_device, pick_device
+from crossmodal.events import Events, make_events
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
@@ -111,7 +111,8 @@ def markdown(table: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, events: Events | None = None) -> int:
+    events = events or make_events(None)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ct", required=True, type=Path, help="CT dataset (nnU-Net v2 layout)")
     parser.add_argument("--mr", required=True, type=Path, help="MR dataset (nnU-Net v2 layout)")
@@ -125,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     schedule = chosen_schedule(args, SCHEDULES, device)
     subjects = {"MR": load_subjects(args.mr, "MR"), "CT": load_subjects(args.ct, "CT")}
     store = RunStore(args.out)
+    total, done = args.repeats * 2 * len(args.variants), 0
+    events.progress("runs", 0, total)
     for repeat in range(args.repeats):
         folds = {m: split(s, repeat) for m, s in subjects.items()}
         for fold in range(2):
             for variant in args.variants:
+                done += 1
                 if store.done(repeat, fold, variant):
+                    events.progress("runs", done, total)
                     continue
                 start = time.perf_counter()
                 test_sets = {m: folds[m][fold] for m in MODALITIES}
@@ -137,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_variant(variant, train_sets, test_sets, schedule, device, seed=repeat)
                 run.update(repeat=repeat, fold=fold, variant=variant, wall_seconds=time.perf_counter() - start)
                 store.save(run, repeat, fold, variant)
-                print(json.dumps({"event": "run", "repeat": repeat, "fold": fold, "variant": variant, "seconds": round(run["wall_seconds"], 1)}), flush=True)
+                events.metrics("runs", done, {"repeat": repeat, "fold": fold, "seconds": run["wall_seconds"]})
+                events.progress("runs", done, total)
     table = summarise(store.all())
     meta = {"schedule": asdict(schedule), "device": describe_device(device), "repeats": args.repeats,
             "subjects": {m: [s.case_id for s in v] for m, v in subjects.items()}, "torch": torch.__version__}
     text = markdown(table, meta)
-    write_outputs(args.out, "tables", {"meta": meta, "table": table}, text)
+    events.result(write_outputs(args.out, "tables", {"meta": meta, "table": table}, text), runs=total)
     return 0
 
 

@@ -15,7 +15,6 @@ command again resumes where it stopped. The results go to ``table1.md`` and ``ta
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from scipy.stats import wilcoxon
 from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.devices import describe_device, pick_device
+from crossmodal.events import Events, make_events
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
@@ -210,7 +210,8 @@ def markdown(table: dict, tests: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, events: Events | None = None) -> int:
+    events = events or make_events(None)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="MS-CMRSeg folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumes a run already there)")
@@ -231,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     patients = {c.patient: load_patient(c, pairing) for c in cases}
     store = RunStore(args.out)
 
+    jobs = [("baselines", 0)] if "baselines" in args.methods else []
+    jobs += [(m, f) for m in args.methods if m != "baselines" for f in args.fractions]
+    total, done = len(args.folds) * len(jobs), 0
+    events.progress("runs", 0, total)
     for fold in (folds[i] for i in args.folds):
-        jobs = [("baselines", 0)] if "baselines" in args.methods else []
-        jobs += [(m, f) for m in args.methods if m != "baselines" for f in args.fractions]
         for method_name, fraction in jobs:
+            done += 1
             if store.done(fold.index, method_name, fraction):
+                events.progress("runs", done, total)
                 continue
             start = time.perf_counter()
             if method_name == "baselines":
@@ -244,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_fold_method(fold, method_name, fraction, patients, schedule, device, args.seed)
             run.update(fold=fold.index, method=method_name, fraction=fraction, wall_seconds=time.perf_counter() - start)
             store.save(run, fold.index, method_name, fraction)
-            print(json.dumps({"event": "run", "fold": fold.index, "method": method_name, "fraction": fraction,
-                              "seconds": round(run["wall_seconds"], 1), "validation": run.get("validation")}), flush=True)
+            values = {"fold": fold.index, "fraction": fraction, "seconds": run["wall_seconds"]}
+            if isinstance(run.get("validation"), (int, float)):
+                values["validation"] = run["validation"]
+            events.metrics("runs", done, values)
+            events.progress("runs", done, total)
 
     table = summarise(store.all())
     tests = significance(table)
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "torch": torch.__version__,
     }
     text = markdown(table, tests, meta)
-    write_outputs(args.out, "table1", {"meta": meta, "table": table, "significance": tests}, text)
+    events.result(write_outputs(args.out, "table1", {"meta": meta, "table": table, "significance": tests}, text), runs=total)
     return 0
 
 
