@@ -25,7 +25,8 @@ from crossmodal.phantoms import write_mscmrseg_phantoms
 RECIPE = {"architecture": "MMSDNet", "id": "teardown", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 3, "batch_size": 4,
           "validate_every": 1000, "checkpoint_every": 2, "validation": [1]}
 """As small as a real training gets: the teardown, not the training, is under test."""
-FAULTS = ("terminate called", "Aborted", "core dumped", "Segmentation fault", "Traceback")
+FAULTS = ("terminate called", "Aborted", "core dumped", "Segmentation fault", "Fatal Python error", "Traceback")
+"""Signs of a fault in a log; with PYTHONFAULTHANDLER an abort also dumps where each thread of the process was."""
 
 
 def one_run(folder: Path, config: Path, data: Path, index: int) -> dict:
@@ -35,7 +36,7 @@ def one_run(folder: Path, config: Path, data: Path, index: int) -> dict:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--log-dir", str(logs), "--redirects", "3",
                "-m", "crossmodal", "train", "--config", str(config), "--data", str(data), "--out", str(out), "--events", "jsonl"]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}, timeout=600)
     seconds = time.perf_counter() - start
     faults = {}
     for name, text in [("launcher", done.stderr), *((str(p.relative_to(logs)), p.read_text(errors="replace")) for p in sorted(logs.rglob("*.log")))]:

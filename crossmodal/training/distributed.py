@@ -8,6 +8,7 @@ N times the batch. Outside torchrun (no ``WORLD_SIZE`` > 1) every function here 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator
 
@@ -38,7 +39,26 @@ def session(device: torch.device) -> Iterator[tuple[int, torch.device]]:
         yield dist.get_rank(), device
         dist.barrier()  # leave together: a process that tears gloo down while a peer still talks to it aborts
     finally:
+        release_replicas()
         dist.destroy_process_group()
+
+
+_wrapped: list[object] = []
+"""Methods whose modules :func:`wrap` replaced by DDP replicas in this session."""
+
+
+def release_replicas() -> None:
+    """Drop every DDP replica of the session and collect it now, before the process group is destroyed.
+
+    A replica's reducer holds the process group and its last pending work. Dropped only by reference
+    (unwrap), a replica lives on in reference cycles until a later garbage collection, possibly during
+    interpreter shutdown, when freeing gloo's work and threads can abort the process ("terminate called
+    without an active exception"). Also on an error, whose traceback would otherwise keep it alive.
+    """
+    for method in _wrapped:
+        unwrap(method)
+    _wrapped.clear()
+    gc.collect()
 
 
 def barrier() -> None:
@@ -59,6 +79,7 @@ def wrap(method: object) -> None:
     """Replace the method's modules by DDP replicas (parameters are broadcast from rank 0 here)."""
     if not active():
         return
+    _wrapped.append(method)
     for name in REPLICATED:
         module = getattr(method, name, None)
         if isinstance(module, nn.Module) and not isinstance(module, DistributedDataParallel):
