@@ -130,3 +130,14 @@ def test_data_parallel_replicas_stay_identical_while_seeing_different_data():
     mp.spawn(_replica, args=(2, port, results), nprocs=2, join=True)
     assert torch.equal(results[0], results[1])  # gradients were averaged across the two processes
     assert not torch.equal(results[0], results[0] * 0)
+
+
+def test_the_teardown_loop_reports_its_runs_as_events(tmp_path, capsys):
+    """The benchmark that counts unclean two-process runs (a long loop outside make test), here for one run."""
+    from crossmodal.cli import main
+
+    assert main(["bench", "--events", "jsonl", "ddp_teardown", "--runs", "1", "--out", str(tmp_path / "teardown.json")]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["type"] == "result" and events[-1]["outputs"] == {"report": str(tmp_path / "teardown.json")}
+    assert events[-1]["runs"] == 1 and events[-1]["failed"] == 0, events[-1]["failures"]
+    assert json.loads((tmp_path / "teardown.json").read_text())["runs"] == 1

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
                 events.warning(f"run {index + 1} did not end cleanly: exit {runs[-1]['returncode']}, faults in {sorted(runs[-1]['faults']) or 'no log'}")
     failures = [r for r in runs if failed(r)]
     write_report({"benchmark": "ddp_teardown", "runs": len(runs), "failed": len(failures), "failures": failures,
-                  "median_seconds": sorted(r["seconds"] for r in runs)[len(runs) // 2]}, args.out)
+                  "median_seconds": sorted(r["seconds"] for r in runs)[len(runs) // 2]}, args.out, events)
     return 0
 
 
