@@ -39,18 +39,18 @@ def _nifti(folder: Path, name: str, pixdim_k: float | None = None, nan: bool = F
     return path
 
 
-def _truncated(folder: Path, name: str) -> Path:
+def _truncated(folder: Path, name: str, pixel: int = sitk.sitkFloat32) -> Path:
     path = folder / name
-    sitk.WriteImage(_volume(), str(path), useCompression=False)
+    sitk.WriteImage(sitk.Cast(_volume(), pixel), str(path), useCompression=False)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     return path
 
 
-def _truncated_nifti_gz(folder: Path) -> Path:
+def _truncated_nifti_gz(folder: Path, pixel: int = sitk.sitkFloat32) -> Path:
     """Gzip-valid, but the NIfTI inside ends early: ITK reads it as if whole."""
-    plain = _truncated(folder, "cut.nii")
-    path = folder / "cut_inside.nii.gz"
+    plain = _truncated(folder, "cut.nii", pixel)
+    path = folder / f"cut_inside_{sitk.GetPixelIDValueAsString(pixel).replace(' ', '_')}.nii.gz"
     path.write_bytes(gzip.compress(plain.read_bytes()))
     return path
 
@@ -115,6 +115,8 @@ BUILDERS = {
     "NIfTI voxel size < 0": (lambda f: _nifti(f, "negative_k.nii", pixdim_k=-6.0), "every voxel size must be positive"),
     "NIfTI truncated": (lambda f: _truncated(f, "cut.nii"), "truncated or corrupt"),
     "NIfTI truncated inside gzip": (_truncated_nifti_gz, "truncated or corrupt"),
+    "NIfTI int16 truncated": (lambda f: _truncated(f, "cut16.nii", sitk.sitkInt16), "truncated or corrupt"),
+    "NIfTI int16 truncated inside gzip": (lambda f: _truncated_nifti_gz(f, sitk.sitkInt16), "truncated or corrupt"),
     "NIfTI gzip cut": (_cut_gzip, "truncated or corrupt"),
     "NIfTI garbage": (lambda f: _garbage(f, "garbage.nii.gz"), "could not be read"),
     "NRRD truncated": (lambda f: _truncated(f, "cut.nrrd"), "could not be read"),

@@ -208,22 +208,40 @@ def _read_file(path: Path) -> sitk.Image:
 
 
 def _check_nifti(path: Path) -> None:
-    """What ITK's NIfTI reader does not say: a truncated file, a voxel size of 0 or less, NaN or infinite voxels."""
+    """What ITK's NIfTI reader does not say: a truncated file, a voxel size of 0 or less, NaN or infinite voxels.
+
+    Float data is read in full (NaN can only be found that way); integer data only when the stored size
+    disagrees with the header's (the file's size, or a gzip stream's recorded length), which keeps the
+    common integer NIfTI at the cost of one header read.
+    """
     import nibabel
 
     try:
         nifti = nibabel.load(path)
         with nibabel.openers.ImageOpener(path) as file:  # the header as written: nibabel's load repairs a zero voxel size
-            pixdim = type(nifti.header).from_fileobj(file, check=False)["pixdim"][1 : 1 + min(3, len(nifti.shape))]
+            header = type(nifti.header).from_fileobj(file, check=False)
+        pixdim = header["pixdim"][1 : 1 + min(3, len(nifti.shape))]
         if np.any(pixdim <= 0):
             raise InputError(path, f"has voxel size {tuple(float(p) for p in pixdim)} mm in its NIfTI header; every voxel size must be positive")
-        data = np.asanyarray(nifti.dataobj)
+        dtype = nifti.get_data_dtype()
+        expected = int(header["vox_offset"]) + int(np.prod(nifti.shape, dtype=np.int64)) * dtype.itemsize
+        if dtype.kind == "f" or _stored_size(path) != expected % (2**32 if path.name.lower().endswith(".gz") else 2**64):
+            data = np.asanyarray(nifti.dataobj)  # raises on a short file; a multi-member gzip whose last length misleads passes here
+            if data.dtype.kind == "f":
+                _refuse_non_finite(data, path)
     except InputError:
         raise
     except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as error:
         raise InputError(path, f"is truncated or corrupt ({error_line(error)})") from None
-    if data.dtype.kind == "f":
-        _refuse_non_finite(data, path)
+
+
+def _stored_size(path: Path) -> int:
+    """Bytes of a .nii file, or the uncompressed length (mod 2**32) a .nii.gz records in its last 4 bytes."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    with open(path, "rb") as file:
+        file.seek(-4, os.SEEK_END)
+        return int.from_bytes(file.read(4), "little")
 
 
 def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
