@@ -36,3 +36,11 @@ def test_a_failed_child_explains_itself_in_one_line(tmp_path):
     assert job.wait(timeout=120) == EXIT_INPUT_ERROR
     assert job.failure().endswith("missing.nii.gz: no such file or folder")
     assert job.last("result") is None and job.last("error")["exit_code"] == EXIT_INPUT_ERROR
+
+
+def test_the_childs_messages_name_what_the_user_chose(tmp_path):
+    """A panel gives the child temporary exports; its failure speaks of the volume the user selected."""
+    export = tmp_path / "crossmodal-run" / "LGE.nrrd"
+    job = ChildJob(["segment", "--lge", str(export), "--out", str(tmp_path / "out")], names={str(export): "patient 7 LGE"})
+    assert job.wait(timeout=120) == EXIT_INPUT_ERROR
+    assert job.failure() == "patient 7 LGE: no such file or folder" and all(str(export) not in line for line in job.stderr)

@@ -30,7 +30,10 @@ class ChildJob:
     """``python -m crossmodal <arguments> --events jsonl``, started at once."""
 
     def __init__(self, arguments: Sequence[str], *, python: str | None = None, env: dict[str, str] | None = None,
-                 cwd: str | os.PathLike[str] | None = None) -> None:
+                 cwd: str | os.PathLike[str] | None = None, names: dict[str, str] | None = None) -> None:
+        """``names`` maps files the child is given (e.g. a panel's temporary exports) to what the user calls them:
+        every message, warning and stderr line of the child is kept in the user's terms."""
+        self.names = names or {}
         self.command = [python or sys.executable, "-m", "crossmodal", *arguments, "--events", "jsonl"]
         package_root = str(Path(__file__).resolve().parents[1])
         environment = {**os.environ, **(env or {})}
@@ -52,13 +55,24 @@ class ChildJob:
             if not line:
                 continue
             try:
-                self._queue.put(json.loads(line))
+                event = json.loads(line)
             except json.JSONDecodeError:  # a stray print in the child: keep it for the log, do not fail
-                self._queue.put({"type": "log", "message": line})
+                event = {"type": "log", "message": line}
+            if isinstance(event.get("message"), str):
+                event["message"] = self.in_user_terms(event["message"])
+            if isinstance(event.get("warnings"), list):
+                event["warnings"] = [self.in_user_terms(str(w)) for w in event["warnings"]]
+            self._queue.put(event)
 
     def _read_stderr(self) -> None:
         for line in self.process.stderr:
-            self.stderr.append(line.rstrip("\n"))
+            self.stderr.append(self.in_user_terms(line.rstrip("\n")))
+
+    def in_user_terms(self, text: str) -> str:
+        """``text`` naming what the user chose instead of the files the child was given (see ``names``)."""
+        for path, name in self.names.items():
+            text = text.replace(path, name)
+        return text
 
     def poll(self) -> list[dict]:
         """Events that arrived since the last call (never blocks)."""

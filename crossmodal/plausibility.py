@@ -22,9 +22,10 @@ DICOM_BODY_PART = "0018|0015"
 ABDOMINAL_BODY_PARTS = ("ABDOMEN", "ABDOMENPELVIS", "CHESTABDOMEN", "CHESTABDOMENPELVIS", "TORSO", "WHOLEBODY", "LIVER", "KIDNEY", "SPLEEN")
 
 
-def centroid_mm(labels: sitk.Image, value: int) -> np.ndarray | None:
-    """The physical (LPS) centre of the voxels holding ``value``, or None where there are none."""
-    where = np.argwhere(sitk.GetArrayViewFromImage(labels) == value)
+def centroid_mm(labels: sitk.Image, value: int | None = None) -> np.ndarray | None:
+    """The physical (LPS) centre of the voxels holding ``value`` (any label when None), or None where there are none."""
+    array = sitk.GetArrayViewFromImage(labels)
+    where = np.argwhere(array != 0 if value is None else array == value)
     if not len(where):
         return None
     return np.asarray(labels.TransformContinuousIndexToPhysicalPoint(where.mean(axis=0)[::-1].tolist()))

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from crossmodal.errors import InputError
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
+from crossmodal.plausibility import centroid_mm
 
 DISAGREEMENT_FLAG = 0.8
 """Slices whose LGE-only and fused foreground masks overlap less than this (Dice) are flagged."""
@@ -42,8 +43,7 @@ def require_reference(reference: sitk.Image, source: object, lge: sitk.Image | N
         holds = f"marks only {sorted(found)}" if found else "is empty"
         raise InputError(source, f"{holds}; a reference LGE mask marks {expected}, the MS-CMRSeg values")
     if lge is not None:
-        centre = reference.TransformContinuousIndexToPhysicalPoint(np.argwhere(array > 0).mean(axis=0)[::-1].tolist())
-        index = np.asarray(lge.TransformPhysicalPointToContinuousIndex(centre))
+        index = np.asarray(lge.TransformPhysicalPointToContinuousIndex(centroid_mm(reference).tolist()))
         if np.any(index < -0.5) or np.any(index > np.asarray(lge.GetSize()) - 0.5):
             raise InputError(source, "marks structures outside the LGE's field of view in physical space: the reference of another "
                                      "image, or a wrong header")

@@ -21,7 +21,7 @@ from slicer.util import VTKObservationMixin
 
 from crossmodal_slicer.binding import ParameterNodeBinding
 from crossmodal_slicer.outputs import remove_outputs, training_key
-from crossmodal_slicer.runs import in_user_terms, models_for
+from crossmodal_slicer.runs import models_for
 from crossmodal_slicer.scene import append_metrics, training_plot
 
 PINNED = {"monai": "monai==1.6.1", "nibabel": "nibabel==5.4.2"}
@@ -98,9 +98,8 @@ class JobMonitor:
     """Polls a :class:`crossmodal.jobs.ChildJob` from a timer: progress bar, log, then ``finished(job)`` once."""
 
     def __init__(self, job, progress: qt.QProgressBar, log: qt.QPlainTextEdit, on_events: Callable[[list[dict]], None] | None,
-                 finished: Callable[[object], None], describe: Callable[[str], str] = str) -> None:
-        """``describe`` puts a child's message in the user's terms (the volumes' names for the run's files)."""
-        self.job, self.progress, self.log, self.on_events, self.finished, self.describe = job, progress, log, on_events, finished, describe
+                 finished: Callable[[object], None]) -> None:
+        self.job, self.progress, self.log, self.on_events, self.finished = job, progress, log, on_events, finished
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.connect("timeout()", self.poll)
@@ -116,7 +115,7 @@ class JobMonitor:
                 self.progress.setValue(event["done"])
                 self.progress.setFormat(f"{event['stage']} %v/%m" + (f" (ETA {int(event['eta_s'])} s)" if "eta_s" in event else ""))
             elif kind in ("warning", "error", "log"):
-                self.log.appendPlainText(f"{kind}: {self.describe(event['message'])}")
+                self.log.appendPlainText(f"{kind}: {event['message']}")
             elif kind == "metrics" and "validation" in event["values"]:
                 self.log.appendPlainText(f"step {event['step']}: validation Dice {event['values']['validation']:.3f}")
         if events and self.on_events is not None:
@@ -217,13 +216,13 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """A segmentation or training is running in the background (Cancel stops it)."""
         return self.monitor is not None
 
-    def runInBackground(self, job, progressBar, onEvents, finished, describe: Callable[[str], str] = str) -> None:
+    def runInBackground(self, job, progressBar, onEvents, finished) -> None:
         def done(job) -> None:
             self.monitor = None
             self.updateButtons(busy=False)
             finished(job)
 
-        self.monitor = JobMonitor(job, progressBar, self.ui.logText, onEvents, done, describe)
+        self.monitor = JobMonitor(job, progressBar, self.ui.logText, onEvents, done)
         self.updateButtons(busy=True)
 
     def startSegmentation(self):
@@ -240,8 +239,7 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             self.run = self.startSegmentation()
             self.status(_("Segmenting in the background ..."))
-            names = self.run.names
-            self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished, lambda text: in_user_terms(text, names))
+            self.runInBackground(self.run.job, self.ui.progressBar, None, self.onSegmentationFinished)
 
     def onSegmentationFinished(self, job) -> None:
         """Show a finished run's results, or say why it failed; the run's temporary files go either way."""
@@ -249,7 +247,6 @@ class SegmentationPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             failure = job.failure()
             if failure:
-                failure = in_user_terms(failure, run.names)
                 self.status(_("Failed: {failure}").format(failure=failure))
                 slicer.util.errorDisplay(failure, windowTitle=self.MODULE)
                 return

@@ -47,25 +47,18 @@ def user_names(paths: dict[str, Path], nodes: dict[str, object]) -> dict[str, st
     return {str(paths[role]): node.GetName() for role, node in nodes.items() if role in paths and node is not None}
 
 
-def in_user_terms(message: str, names: dict[str, str]) -> str:
-    """A child's message about its input files, naming the volumes the user chose instead of the run's temporary files."""
-    for path, name in names.items():
-        message = message.replace(path, name)
-    return message
+def start(arguments: Sequence[str], python: str | None = None, device: str = "auto", names: dict[str, str] | None = None) -> ChildJob:
+    """``crossmodal <arguments> --device <device>`` in a child process (``python``: Slicer's PythonSlicer); ``names``
+    (see :func:`user_names`) keeps its messages in the user's terms."""
+    return ChildJob([*arguments, "--device", device], python=python, names=names)
 
 
-def start(arguments: Sequence[str], python: str | None = None, device: str = "auto") -> ChildJob:
-    """``crossmodal <arguments> --device <device>`` in a child process (``python``: Slicer's PythonSlicer)."""
-    return ChildJob([*arguments, "--device", device], python=python)
-
-
-def finished_result(job: ChildJob, node, scene, names: dict[str, str]) -> dict:
-    """The result event of a finished segmentation of ``node``; a clear error (in the user's terms, see
-    :func:`in_user_terms`) if it failed or is still running, or if ``node`` left ``scene`` meanwhile (its
-    results would have nothing to belong to)."""
+def finished_result(job: ChildJob, node, scene) -> dict:
+    """The result event of a finished segmentation of ``node``; a clear error if it failed or is still
+    running, or if ``node`` left ``scene`` meanwhile (its results would have nothing to belong to)."""
     failure = job.failure()
     if failure is not None or job.returncode is None:
-        raise InputError("segmentation", in_user_terms(failure, names) if failure else "is still running")
+        raise InputError("segmentation", failure or "is still running")
     if node.GetScene() is not scene:
         raise InputError(node.GetName(), "was removed from the scene while it was being segmented; the results were discarded")
     return job.last("result")

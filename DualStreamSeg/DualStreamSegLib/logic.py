@@ -35,8 +35,6 @@ class AbdominalRun:
     job: ChildJob
     folder: Path
     volume: object
-    names: dict[str, str] = field(default_factory=dict)
-    """Input file written for the child -> the name of its node (messages are shown in the user's terms)."""
 
 
 @dataclass
@@ -77,10 +75,10 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         arguments = ["segment", "--image", str(paths["image"]), "--out", str(folder / "out")]
         arguments += ["--modality", modality] if modality else []
         arguments += ["--model", model] if model else []
-        return AbdominalRun(runs.start(arguments, python, device), folder, volume, runs.user_names(paths, {"image": volume}))
+        return AbdominalRun(runs.start(arguments, python, device, runs.user_names(paths, {"image": volume})), folder, volume)
 
     def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:
-        result = runs.finished_result(run.job, run.volume, scene, run.names)
+        result = runs.finished_result(run.job, run.volume, scene)
         key = output_key(self.moduleName, run.volume)
         remove_outputs(scene, key)
         name = run.volume.GetName()
@@ -88,8 +86,7 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         segmentation = mark(conversion.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
         rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
         table = table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
-        warnings = [runs.in_user_terms(w, run.names) for w in result.get("warnings", [])]
-        return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"], warnings)
+        return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"], result.get("warnings", []))
 
     @staticmethod
     def show_results(run: AbdominalRun, outputs: AbdominalOutputs, scene) -> None:

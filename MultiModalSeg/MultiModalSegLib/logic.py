@@ -52,8 +52,6 @@ class CardiacRun:
     """The cine volume used: the selected volume, or the chosen frame of a selected sequence."""
     cine_name: str
     reference: object | None
-    names: dict[str, str] = field(default_factory=dict)
-    """Input file written for the child -> the name of its node (messages are shown in the user's terms)."""
 
 
 @dataclass
@@ -140,11 +138,11 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
         if model:
             arguments += ["--model", model]
         names = runs.user_names(paths, {"LGE": lge, "cine": cine, "reference": reference})
-        return CardiacRun(runs.start(arguments, python, device), folder, lge, cine, cine_name, reference, names)
+        return CardiacRun(runs.start(arguments, python, device, names), folder, lge, cine, cine_name, reference)
 
     def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
         """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
-        result = runs.finished_result(run.job, run.lge, scene, run.names)
+        result = runs.finished_result(run.job, run.lge, scene)
         files = {name: Path(path) for name, path in result["outputs"].items()}
         key = output_key(self.moduleName, run.lge)
         remove_outputs(scene, key)
@@ -176,7 +174,7 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
             outputs.dice_table = table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
         agreement = summary.get("slice_agreement", [])
         outputs.flagged_slices = summary.get("disagreeing_slices", [])
-        outputs.warnings = [runs.in_user_terms(w, run.names) for w in summary.get("warnings", [])]
+        outputs.warnings = result.get("warnings", [])
         if any(a is not None for a in agreement):
             rows = [[str(i), np.nan if a is None else a, float(i in outputs.flagged_slices)] for i, a in enumerate(agreement)]
             outputs.agreement_table = table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)

@@ -31,7 +31,8 @@ class Segmentation:
     card: ModelCard
     result: CardiacResult | AbdominalResult
     images: dict[str, sitk.Image]
-    inputs: list[Path]
+    inputs: dict[str, Path]
+    """Role ("lge", "cine", "reference", "image") -> the file given: never overwritten, and recorded in ``segment.json``."""
     reference: sitk.Image | None = None
 
 
@@ -93,7 +94,7 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
         result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image), progress=inference_progress(events))
         for warning in abdominal_warnings(image, result.labels, ABDOMEN, result.volumes_ml, str(args.image)):
             events.warning(warning)
-        return Segmentation("abdominal", card, result, {"image": image}, [args.image])
+        return Segmentation("abdominal", card, result, {"image": image}, {"image": args.image})
     images = {}
     if args.lge is not None:
         images["LGE"] = read_intensity_image(args.lge)
@@ -107,7 +108,7 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device, progress=inference_progress(events))
     for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine")):
         events.warning(warning)
-    inputs = [p for p in (args.lge, args.cine, args.reference) if p is not None]
+    inputs = {role: path for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference)) if path is not None}
     return Segmentation("cardiac", card, result, images, inputs, reference)
 
 
@@ -131,10 +132,10 @@ ORGANS_FILE = "organs.nii.gz"
 SUMMARY_FILE = "segment.json"
 
 
-def check_output_folder(folder: Path, planned: list[Path], inputs: list[Path]) -> None:
+def check_output_folder(folder: Path, planned: list[Path], inputs: dict[str, Path]) -> None:
     """Create ``folder`` and make sure it is writable and that no planned output is an input."""
     writable_folder(folder)
-    given = {p.resolve() for p in inputs}
+    given = {p.resolve() for p in inputs.values()}
     clash = [p for p in planned if p.resolve() in given]
     if clash:
         raise InputError(clash[0], "is an input; writing the output there would overwrite it. Choose another --out")
@@ -163,8 +164,7 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
     segmentation = segment_inputs(args, events)
     files: dict[str, sitk.Image] = {}
     summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version,
-                     "inputs": {role: str(path.resolve()) for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference),
-                                                                              ("image", args.image)) if path is not None}}
+                     "inputs": {role: str(path.resolve()) for role, path in segmentation.inputs.items()}}
     if args.cine is not None:
         summary["inputs"]["cine_frame"] = args.cine_frame
     result = segmentation.result
@@ -235,7 +235,7 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
             raise InputError(folder, f"{SUMMARY_FILE} lists no {name}")
         return read_image(outputs[key], components=components)
 
-    paths = [Path(p) for role, p in inputs.items() if role != "cine_frame"]
+    paths = {role: Path(p) for role, p in inputs.items() if role != "cine_frame"}
     if task == "abdominal":
         image = read_image(inputs["image"])
         result = AbdominalResult(output(ORGANS_FILE), summary["modality"], summary["modality_from"], summary["volumes_ml"])
