@@ -142,6 +142,19 @@ def test_a_dicom_series_tells_the_stream_and_its_body_part(catalog, tmp_path, ca
     assert f"{series}: its DICOM Body Part Examined is HEAD, not the abdomen" in [e["message"] for e in events if e["type"] == "warning"]
 
 
+def test_a_swapped_or_doubled_cardiac_pair_is_said(catalog, pair, tmp_path, capsys):
+    """An LGE series acquired without an inversion pulse (a cine, by its header), and one file given as both inputs."""
+    lge = cardiac_pair(seed=40).lge
+    series = write_dicom_series(sitk.Cast(sitk.RescaleIntensity(lge, 0, 1000), sitk.sitkInt16), tmp_path / "lge", tags={"0018|0020": "GR"})
+    assert main(["segment", "--lge", str(series), "--cine", str(pair["cine"]), "--out", str(tmp_path / "a"), "--events", "jsonl"]) == 0
+    warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
+    assert f"{series}: the LGE was acquired without an inversion pulse (Scanning Sequence GR, no Inversion Time)" in warnings[0]
+    assert json.loads((tmp_path / "a" / "segment.json").read_text())["warnings"] == warnings
+    assert main(["segment", "--lge", str(pair["lge"]), "--cine", str(pair["lge"]), "--out", str(tmp_path / "b"), "--events", "jsonl"]) == 0
+    warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
+    assert f"{pair['lge']} and {pair['lge']} hold the same image: the cine and the LGE must be two acquisitions" in warnings
+
+
 @pytest.mark.parametrize("task", ["cardiac", "abdominal"])
 def test_report_from_a_segment_folder_is_the_page_segment_wrote_without_segmenting_again(catalog, pair, tmp_path, capsys, task):
     if task == "cardiac":

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from crossmodal.labels import ABDOMEN
 from crossmodal.phantoms import abdominal_volume, cardiac_pair
-from crossmodal.plausibility import abdominal_warnings, cardiac_warnings
+from crossmodal.plausibility import abdominal_warnings, acquisition_warnings, cardiac_warnings
 
 
 def volumes_ml(labels: sitk.Image) -> dict[str, float]:
@@ -34,6 +34,43 @@ def test_hearts_a_few_mm_apart_pass_and_several_cm_apart_are_flagged():
     (warning,) = cardiac_warnings(pair.lge_mask, moved(pair.cine_mask, 30, 20))
     assert re.match(r"the left ventricle lies 3\d mm apart in the cine and the LGE", warning), warning  # 36 mm moved, the phantom's own offset besides
     assert cardiac_warnings(pair.lge_mask, None) == [] and cardiac_warnings(pair.lge_mask, pair.cine_mask * 0) == []
+
+
+def tagged(image: sitk.Image, **tags: str) -> sitk.Image:
+    """A copy of ``image`` with DICOM header tags, as the series reader keeps them."""
+    names = {"sequence": "0018|0020", "inversion_ms": "0018|0082", "description": "0008|103e"}
+    copy = sitk.Image(image)
+    for name, value in tags.items():
+        copy.SetMetaData(names[name], value)
+    return copy
+
+
+def test_an_lge_looking_cine_and_a_cine_looking_lge_are_told_by_their_headers():
+    pair = cardiac_pair(seed=3)
+    sources = {"LGE": "lge_series", "cine": "cine_series"}
+    lge, cine = tagged(pair.lge, sequence="GR\\IR", inversion_ms="280"), tagged(pair.cine, sequence="GR", description="SAX cine retro")
+    assert acquisition_warnings({"LGE": lge, "cine": cine}, sources) == []
+    assert acquisition_warnings({"LGE": pair.lge, "cine": pair.cine}, sources) == []  # no header: nothing to tell
+    swapped = {"LGE": tagged(pair.cine, sequence="GR", description="SAX cine retro"), "cine": tagged(pair.lge, sequence="GR\\IR", inversion_ms="280")}
+    assert acquisition_warnings(swapped, sources) == [
+        "lge_series: the LGE's Series Description \"SAX cine retro\" names a cine acquisition: were the cine and the LGE swapped?",
+        "cine_series: the cine was acquired with an inversion pulse (Inversion Time 280 ms), as an LGE is: were the cine and the LGE swapped?"]
+    plain_gradient_echo = {"LGE": tagged(pair.lge, sequence="GR"), "cine": tagged(pair.cine, sequence="IR\\GR")}
+    assert acquisition_warnings(plain_gradient_echo, sources) == [
+        "lge_series: the LGE was acquired without an inversion pulse (Scanning Sequence GR, no Inversion Time); late gadolinium enhancement is imaged "
+        "with one: is this a cine?",
+        "cine_series: the cine was acquired with an inversion pulse (Scanning Sequence IR), as an LGE is: were the cine and the LGE swapped?"]
+    (warning,) = acquisition_warnings({"LGE": lge, "cine": tagged(pair.cine, description="LGE_PSIR_SAX")}, sources)
+    assert warning == "cine_series: the cine's Series Description \"LGE_PSIR_SAX\" names an LGE acquisition: were the cine and the LGE swapped?"
+    assert acquisition_warnings({"LGE": lge, "cine": tagged(pair.cine, description="Late Enhancement SA")}, sources) != []
+    for description in ("cine_late_systole_TFE", "Deleted_stack", "sa_cine_flge2"):  # words, not letters
+        assert acquisition_warnings({"LGE": lge, "cine": tagged(pair.cine, description=description)}, sources) == [], description
+
+
+def test_one_image_given_as_both_cine_and_lge_is_said():
+    lge = cardiac_pair(seed=3).lge
+    (warning,) = acquisition_warnings({"LGE": lge, "cine": sitk.Image(lge)}, {"LGE": "a.nii.gz", "cine": "b.nii.gz"})
+    assert warning == "b.nii.gz and a.nii.gz hold the same image: the cine and the LGE must be two acquisitions"
 
 
 @pytest.fixture(scope="module")

@@ -266,9 +266,10 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
         raise InputError(folder, f"DICOM series {series_id} could not be read ({error_line(error)})") from None
 
 
-SERIES_TAGS = ("0008|0060", "0018|0015", "0008|103e")
-"""DICOM tags copied from a series' first slice onto the volume: Modality (which stream), Body Part Examined
-(plausibility) and Series Description (what a message calls it). ITK's series reader keeps none."""
+SERIES_TAGS = ("0008|0060", "0018|0015", "0008|103e", "0018|0020", "0018|0082")
+"""DICOM tags copied from a series' first slice onto the volume: Modality (which stream), Body Part Examined,
+Scanning Sequence and Inversion Time (plausibility) and Series Description (what a message calls it). ITK's
+series reader keeps none."""
 
 
 def _keep_series_tags(image: sitk.Image, first_slice: str) -> None:

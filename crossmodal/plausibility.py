@@ -7,6 +7,8 @@ what to check, and the result is still written. They reach the user as warning e
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -19,6 +21,12 @@ ABDOMEN_THICKNESS_MM = 120.0
 """Liver, kidneys and spleen span about 15-20 cm from head to feet; a volume thinner than this along any of
 its axes cannot hold them (a cardiac short-axis stack is 75-90 mm thick)."""
 DICOM_BODY_PART = "0018|0015"
+DICOM_SCANNING_SEQUENCE = "0018|0020"
+DICOM_INVERSION_TIME = "0018|0082"
+DICOM_SERIES_DESCRIPTION = "0008|103e"
+LGE_WORDS = re.compile(r"(?<![a-z])(lge|psir|mag_?ir|mde|viability|delayed|late[ _-]?(gd|gad|enh[a-z]*))(?![a-z])", re.IGNORECASE)
+CINE_WORDS = re.compile(r"(?<![a-z])(cine|b?ssfp|trufi|truefisp|fiesta|b?tfe|balanced)(?![a-z])", re.IGNORECASE)
+"""Words that name an LGE or a cine acquisition in vendors' Series Descriptions."""
 ABDOMINAL_BODY_PARTS = ("ABDOMEN", "ABDOMENPELVIS", "CHESTABDOMEN", "CHESTABDOMENPELVIS", "TORSO", "WHOLEBODY", "LIVER", "KIDNEY", "SPLEEN")
 
 
@@ -45,6 +53,52 @@ def cardiac_warnings(lge_mask: sitk.Image | None, cine_mask: sitk.Image | None) 
         return []
     return [f"the left ventricle lies {distance:.0f} mm apart in the cine and the LGE (in physical space); between two breath-holds the heart "
             "moves a few mm, so the images' headers (origin, orientation) disagree: check them before trusting the fused result"]
+
+
+def acquisition_warnings(images: dict[str, sitk.Image], sources: dict[str, str]) -> list[str]:
+    """A cine that was acquired as an LGE is, or the other way round, told by the DICOM header where there is one.
+
+    LGE is an inversion-recovery acquisition (Inversion Time set, Scanning Sequence IR); a cine is a
+    balanced SSFP without an inversion pulse. The images' contrast cannot tell them apart reliably
+    (myocardium/blood-pool ratio 0.21-0.68 on the shared LGE, 0.37-0.54 on the cine), so a NIfTI pair
+    without a header is only checked for being one image given twice.
+    """
+    warnings = []
+    for role, image in images.items():
+        source, inversion, description = sources[role], _inversion(image), _tag(image, DICOM_SERIES_DESCRIPTION)
+        if role == "cine" and inversion:
+            warnings.append(f"{source}: the cine was acquired with an inversion pulse ({inversion}), as an LGE is: were the cine and the LGE swapped?")
+        elif role == "cine" and LGE_WORDS.search(description):
+            warnings.append(f"{source}: the cine's Series Description \"{description}\" names an LGE acquisition: were the cine and the LGE swapped?")
+        elif role == "LGE" and CINE_WORDS.search(description):
+            warnings.append(f"{source}: the LGE's Series Description \"{description}\" names a cine acquisition: were the cine and the LGE swapped?")
+        elif role == "LGE" and image.HasMetaDataKey(DICOM_SCANNING_SEQUENCE) and not inversion:
+            warnings.append(f"{source}: the LGE was acquired without an inversion pulse (Scanning Sequence {_tag(image, DICOM_SCANNING_SEQUENCE)}, no "
+                            "Inversion Time); late gadolinium enhancement is imaged with one: is this a cine?")
+    if "LGE" in images and "cine" in images and _same_image(images["LGE"], images["cine"]):
+        warnings.append(f"{sources['cine']} and {sources['LGE']} hold the same image: the cine and the LGE must be two acquisitions")
+    return warnings
+
+
+def _tag(image: sitk.Image, tag: str) -> str:
+    return image.GetMetaData(tag).strip() if image.HasMetaDataKey(tag) else ""
+
+
+def _inversion(image: sitk.Image) -> str:
+    """How the header says the image was inversion-prepared ("" when it does not)."""
+    sequence = _tag(image, DICOM_SCANNING_SEQUENCE).upper().split("\\")
+    try:
+        inversion_ms = float(_tag(image, DICOM_INVERSION_TIME) or 0)
+    except ValueError:
+        inversion_ms = 0.0
+    if inversion_ms > 0:
+        return f"Inversion Time {inversion_ms:.0f} ms"
+    return "Scanning Sequence IR" if "IR" in sequence else ""
+
+
+def _same_image(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing()) and np.allclose(a.GetOrigin(), b.GetOrigin())
+            and np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)))
 
 
 def abdominal_warnings(image: sitk.Image, labels: sitk.Image, label_set: LabelSet, volumes_ml: dict[str, float], source: str) -> list[str]:

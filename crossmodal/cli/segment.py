@@ -20,7 +20,7 @@ from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, error_line, read_cine_frame, read_image, require_signal, writable_folder, write_image
 from crossmodal.labels import ABDOMEN
 from crossmodal.output_set import OutputSet, output_key
-from crossmodal.plausibility import abdominal_warnings, cardiac_warnings
+from crossmodal.plausibility import abdominal_warnings, acquisition_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
 
@@ -104,6 +104,8 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
         if looks_like(sitk.GetArrayViewFromImage(image)) == "CT":
             raise InputError(getattr(args, role.lower()), f"has intensities below -50, as a CT in HU; the {role} must be a cardiac MR image")
     reference = require_reference(read_image(args.reference), args.reference, images["LGE"]) if args.reference is not None else None
+    for warning in acquisition_warnings(images, {role: str(getattr(args, role.lower())) for role in images}):
+        events.warning(warning)
     card, network = load_bundle(find_model(args.model, "cardiac"), device)
     result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device, progress=inference_progress(events))
     for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine")):
