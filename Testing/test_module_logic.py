@@ -20,6 +20,7 @@ from crossmodal.geometry import Grid  # noqa: E402
 from crossmodal.image_io import read_image  # noqa: E402
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV  # noqa: E402
 from crossmodal.phantoms import abdominal_volume, cardiac_pair  # noqa: E402
+from crossmodal.segment_outputs import SegmentOutput  # noqa: E402
 from crossmodal_slicer import conversion, runs  # noqa: E402
 from crossmodal_slicer.outputs import OUTPUT_ATTRIBUTE, own_outputs  # noqa: E402
 from crossmodal_slicer.scene import append_metrics, training_plot  # noqa: E402
@@ -56,8 +57,8 @@ def test_multimodalseg_puts_every_output_in_the_scene_and_rerunning_replaces_onl
     run = logic.segment(nodes["lge"], nodes["cine"], nodes["reference"], model="tiny-mmsdnet", device="cpu")
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
-    assert set(outputs.segmentations) == {"seg_fused_lge", "seg_lge", "seg_cine"}
-    fused = outputs.segmentations["seg_fused_lge"]
+    assert set(outputs.segmentations) == {"fused LGE", "LGE", "cine"}
+    fused = outputs.segmentations["fused LGE"]
     segmentation = fused.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["myocardium", "left ventricle"]
     back = conversion.segmentation_node_to_labelmap(fused, CARDIAC_MYO_LV, pair.lge)
@@ -96,7 +97,7 @@ def test_a_single_lge_slice_is_segmented_with_the_cine(cardiac_scene):
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
     logic.discard(run)
-    fused = conversion.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, pair.lge[:, :, middle : middle + 1])
+    fused = conversion.segmentation_node_to_labelmap(outputs.segmentations["fused LGE"], CARDIAC_MYO_LV, pair.lge[:, :, middle : middle + 1])
     assert fused.GetSize()[2] == 1 and outputs.agreement_table.GetTable().GetNumberOfRows() == 1
 
 
@@ -155,9 +156,9 @@ def test_the_bundled_models_masks_land_voxel_for_voxel_on_each_inputs_oblique_gr
     assert run.job.wait(timeout=300) == 0, run.job.failure()
     outputs = logic.load_results(run, scene)
     for name, node in outputs.segmentations.items():
-        source = pair.cine if name == "seg_cine" else pair.lge
+        source = pair.cine if name == "cine" else pair.lge
         back = conversion.segmentation_node_to_labelmap(node, CARDIAC_MYO_LV, source)
-        written = sitk.GetArrayFromImage(read_image(run.folder / "out" / f"{name}.nii.gz"))
+        written = sitk.GetArrayFromImage(read_image(SegmentOutput.read(run.folder / "out").mask(name)))
         assert written.any() and np.array_equal(sitk.GetArrayFromImage(back), written), name
     logic.discard(run)
 

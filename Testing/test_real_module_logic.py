@@ -58,7 +58,7 @@ def test_multimodalseg_on_a_held_out_patient_read_by_slicer():
     outputs = logic.load_results(run, scene)
     logic.discard(run)
     truth = sitk.ReadImage(str(files["reference"]))
-    fused = conversion.segmentation_node_to_labelmap(outputs.segmentations["seg_fused_lge"], CARDIAC_MYO_LV, truth)
+    fused = conversion.segmentation_node_to_labelmap(outputs.segmentations["fused LGE"], CARDIAC_MYO_LV, truth)
     scores = dice(sitk.GetArrayFromImage(fused), sitk.GetArrayFromImage(truth), CARDIAC_MYO_LV.values)
     myocardium, ventricle = (scores[label.value] for label in CARDIAC_MYO_LV.labels)
     assert myocardium > 0.65 and ventricle > 0.8, scores

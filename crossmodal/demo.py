@@ -18,13 +18,17 @@ from pathlib import Path
 from crossmodal.catalog import find_model
 from crossmodal.cli import main as crossmodal
 from crossmodal.datasets import discover_mscmrseg
+from crossmodal.output_set import output_key
 from crossmodal.phantoms import write_mscmrseg_phantoms
+from crossmodal.segment_outputs import MASK_TITLES, REPORT_FILE, SegmentOutput, mask_file
 
 DEMO_RECIPE = {
     "architecture": "MMSDNet", "id": "demo-mmsdnet-phantoms", "size": 64, "spacing_mm": 3.0, "filters": 8,
     "steps": 250, "batch_size": 8, "learning_rate": 0.002, "validate_every": 25, "checkpoint_every": 50, "validation": [1],
 }
 """Small enough for a 2-core CPU in about two minutes; the phantoms' hearts are simpler than real ones."""
+COMPARED = ("fused LGE", "LGE")
+"""The masks the demo scores: what fusing the cine buys over the LGE alone."""
 TRAIN_LABELLED, TRAIN_CINE_ONLY, TEST_PATIENTS, FIRST_TEST = 6, 2, 3, 101
 
 
@@ -40,10 +44,11 @@ def segment_and_score(model: str, cases: list[tuple[str, Path, Path, Path]], out
     for name, lge, cine, reference in cases:
         run(["segment", "--lge", str(lge), "--cine", str(cine), "--reference", str(reference), "--model", model, "--out", str(out / name), "--report"])
     scores = {}
-    for output in ("seg_fused_lge", "seg_lge"):
-        pairs = [arg for name, _, _, reference in cases for arg in ("--prediction", str(out / name / f"{output}.nii.gz"), "--reference", str(reference))]
-        run(["evaluate", *pairs, "--labels", "cardiac", "--structures", "myocardium", "left ventricle", "--out", str(out / f"dice_{output}.json")])
-        scores[output] = json.loads((out / f"dice_{output}.json").read_text())["summary"]
+    for output in COMPARED:
+        pairs = [arg for name, _, _, reference in cases for arg in ("--prediction", str(SegmentOutput.read(out / name).mask(output)), "--reference", str(reference))]
+        scored = out / f"dice_{output_key(mask_file(output))}.json"
+        run(["evaluate", *pairs, "--labels", "cardiac", "--structures", "myocardium", "left ventricle", "--out", str(scored)])
+        scores[output] = json.loads(scored.read_text())["summary"]
     return scores
 
 
@@ -57,7 +62,7 @@ def phantom_demo(out: Path) -> tuple[dict, list[Path]]:
     run(["train", "--config", str(recipe), "--data", str(data / "train"), "--out", str(out / "model")])
     cases = [(f"patient{p}", data / "test" / f"patient{p}_DE.nii.gz", data / "test" / f"patient{p}_C0.nii.gz", data / "test" / f"patient{p}_DE_manual.nii.gz")
              for p in range(FIRST_TEST, FIRST_TEST + TEST_PATIENTS)]
-    return segment_and_score(str(out / "model"), cases, out / "results"), [out / "results" / c[0] / "report.html" for c in cases]
+    return segment_and_score(str(out / "model"), cases, out / "results"), [out / "results" / c[0] / REPORT_FILE for c in cases]
 
 
 def real_data_demo(data: Path, out: Path) -> tuple[dict, list[Path]]:
@@ -70,7 +75,7 @@ def real_data_demo(data: Path, out: Path) -> tuple[dict, list[Path]]:
     if not cases:
         raise SystemExit(f"demo: {data} holds none of the bundled model's held-out patients {held_out} with LGE masks")
     print(f"Bundled model {model.name}: segmenting its held-out patients {held_out} from {data}", flush=True)
-    return segment_and_score(str(model), cases, out / "results"), [out / "results" / c[0] / "report.html" for c in cases]
+    return segment_and_score(str(model), cases, out / "results"), [out / "results" / c[0] / REPORT_FILE for c in cases]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True)
     scores, reports = real_data_demo(args.data, args.out) if args.data else phantom_demo(args.out)
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s. Dice on the LGE (mean over {len(reports)} held-out pairs):")
-    for output, title in (("seg_fused_lge", "fused (cine + LGE)"), ("seg_lge", "LGE only")):
+    for output in COMPARED:
         row = scores[output]
-        print(f"  {title:<20} " + "  ".join(f"{s} {row[s]['dice_mean']:.3f}" for s in ("myocardium", "left ventricle") if s in row))
+        print(f"  {MASK_TITLES[output]:<20} " + "  ".join(f"{s} {row[s]['dice_mean']:.3f}" for s in ("myocardium", "left ventricle") if s in row))
     print("QA reports (open in a browser):")
     for report in reports:
         print(f"  {report.resolve()}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -14,6 +15,7 @@ from crossmodal.catalog import list_models
 from crossmodal.errors import InputError
 from crossmodal.image_io import check_finite, require_signal, write_image
 from crossmodal.jobs import ChildJob
+from crossmodal.segment_outputs import SegmentOutput
 from crossmodal_slicer.conversion import volume_node_to_image
 
 
@@ -37,7 +39,8 @@ def input_images(nodes: dict[str, object]) -> dict[str, sitk.Image]:
 
 
 def write_inputs(images: dict[str, sitk.Image], prefix: str) -> tuple[Path, dict[str, Path]]:
-    """A fresh work folder with each (role -> image) in it as NRRD (``<role>.nrrd``), and their paths."""
+    """A fresh work folder with each (role -> image) in it as NRRD (``<role>.nrrd``), and their paths; the
+    child's ``segment --out`` is :func:`output_folder` of it."""
     folder = work_folder(prefix)
     return folder, {role: write_image(image, folder / f"{role}.nrrd") for role, image in images.items()}
 
@@ -53,15 +56,22 @@ def start(arguments: Sequence[str], python: str | None = None, device: str = "au
     return ChildJob([*arguments, "--device", device], python=python, names=names)
 
 
-def finished_result(job: ChildJob, node, scene) -> dict:
-    """The result event of a finished segmentation of ``node``; a clear error if it failed or is still
-    running, or if ``node`` left ``scene`` meanwhile (its results would have nothing to belong to)."""
+def output_folder(work: Path) -> Path:
+    return work / "out"
+
+
+def finished_output(job: ChildJob, work: Path, node, scene) -> SegmentOutput:
+    """What a finished segmentation of ``node`` wrote, read from its ``segment.json`` (the one record of it),
+    its warnings naming the user's volumes instead of the files the child was given. A clear error if the
+    child failed or is still running, or if ``node`` left ``scene`` meanwhile (its results would have
+    nothing to belong to)."""
     failure = job.failure()
     if failure is not None or job.returncode is None:
         raise InputError("segmentation", failure or "is still running")
     if node.GetScene() is not scene:
         raise InputError(node.GetName(), "was removed from the scene while it was being segmented; the results were discarded")
-    return job.last("result")
+    written = SegmentOutput.read(output_folder(work))
+    return replace(written, summary={**written.summary, "warnings": [job.in_user_terms(w) for w in written.warnings]})
 
 
 def models_for(architecture: str) -> list[tuple[str, str]]:

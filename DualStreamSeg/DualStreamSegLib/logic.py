@@ -19,6 +19,7 @@ from crossmodal.errors import InputError
 from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import ABDOMEN
+from crossmodal.segment_outputs import ORGANS_FILE
 from crossmodal_slicer import conversion, runs
 from crossmodal_slicer.outputs import mark, output_key, remove_outputs
 from crossmodal_slicer.scene import show_layers, show_only, table_node
@@ -72,21 +73,22 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         if modality is not None and modality not in MODALITIES:
             raise InputError("modality", f"must be one of {', '.join(MODALITIES)}")
         folder, paths = runs.write_inputs(runs.input_images({"image": volume}), "dualstreamseg")
-        arguments = ["segment", "--image", str(paths["image"]), "--out", str(folder / "out")]
+        arguments = ["segment", "--image", str(paths["image"]), "--out", str(runs.output_folder(folder))]
         arguments += ["--modality", modality] if modality else []
         arguments += ["--model", model] if model else []
         return AbdominalRun(runs.start(arguments, python, device, runs.user_names(paths, {"image": volume})), folder, volume)
 
     def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:
-        result = runs.finished_result(run.job, run.volume, scene)
+        written = runs.finished_output(run.job, run.folder, run.volume, scene)
+        summary = written.summary
         key = output_key(self.moduleName, run.volume)
         remove_outputs(scene, key)
         name = run.volume.GetName()
-        labels = read_image(Path(result["outputs"]["organs"]))
+        labels = read_image(written.path(ORGANS_FILE))
         segmentation = mark(conversion.labelmap_to_segmentation_node(labels, ABDOMEN, scene, f"{name} organs"), key)
-        rows = [[organ, ml] for organ, ml in result["volumes_ml"].items()]
+        rows = [[organ, ml] for organ, ml in summary["volumes_ml"].items()]
         table = table_node(scene, f"{name} organ volumes", ["organ", "volume (mL)"], rows, key)
-        return AbdominalOutputs(segmentation, table, result["modality"], result["volumes_ml"], result.get("warnings", []))
+        return AbdominalOutputs(segmentation, table, summary["modality"], summary["volumes_ml"], summary["warnings"])
 
     @staticmethod
     def show_results(run: AbdominalRun, outputs: AbdominalOutputs, scene) -> None:

@@ -13,7 +13,6 @@ Outputs, all tagged as this module's for the LGE input (re-running replaces them
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 from crossmodal.qa import reference_rows, require_reference
+from crossmodal.segment_outputs import ALIGNMENT_FILE, MASK_TITLES
 from crossmodal_slicer import conversion, runs
 from crossmodal_slicer.outputs import mark, output_key, remove_outputs
 from crossmodal_slicer.scene import place_in_folder, read_transform, show_layers, show_only, slice_centre_ras, subject_folder, table_node
@@ -37,8 +37,6 @@ from MultiModalSegLib.parameters import MultiModalSegParameterNode
 TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
                    "validate_every": 50, "checkpoint_every": 100}
 """What a panel training uses besides the user's choices: the bundled model's configuration (configs/mmsdnet-mscmrseg.json)."""
-SEGMENTATIONS = {"seg_fused_lge": "fused (cine + LGE)", "seg_lge": "LGE only", "seg_cine": "cine"}
-"""Output file -> the name suffix of its segmentation node."""
 
 
 @dataclass
@@ -59,6 +57,7 @@ class CardiacOutputs:
     lge: object
     """The LGE volume node the outputs belong to."""
     segmentations: dict[str, object] = field(default_factory=dict)
+    """Result name ("fused LGE", "LGE", "cine") -> its segmentation node."""
     anatomy: dict[str, list[object]] = field(default_factory=dict)
     """Per modality: its anatomy channel volumes (8 in the paper), in order."""
     transform: object | None = None
@@ -72,7 +71,7 @@ class CardiacOutputs:
     @property
     def main_segmentation(self):
         """The segmentation a reader looks at first: fused with the cine, else the LGE alone."""
-        return self.segmentations.get("seg_fused_lge") or self.segmentations.get("seg_lge")
+        return self.segmentations.get("fused LGE") or self.segmentations.get("LGE")
 
 
 def cine_frame(cine, frame: int = 0) -> tuple[object | None, str]:
@@ -130,7 +129,7 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
         if reference is not None:
             images["reference"] = require_reference(reference_labels(reference, lge), reference.GetName(), images["LGE"])
         folder, paths = runs.write_inputs(images, "multimodalseg")
-        arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(folder / "out")]
+        arguments = ["segment", "--lge", str(paths["LGE"]), "--out", str(runs.output_folder(folder))]
         if cine is not None:
             arguments += ["--cine", str(paths["cine"])]
         if reference is not None:
@@ -142,22 +141,20 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
 
     def load_results(self, run: CardiacRun, scene) -> CardiacOutputs:
         """Put a finished run's outputs into ``scene`` (replacing this module's earlier ones for the same LGE)."""
-        result = runs.finished_result(run.job, run.lge, scene)
-        files = {name: Path(path) for name, path in result["outputs"].items()}
+        written = runs.finished_output(run.job, run.folder, run.lge, scene)
+        summary = written.summary
         key = output_key(self.moduleName, run.lge)
         remove_outputs(scene, key)
         outputs = CardiacOutputs(run.lge)
         base = run.lge.GetName()
-        for name, title in SEGMENTATIONS.items():
-            if name in files:
-                node = conversion.labelmap_to_segmentation_node(read_image(files[name]), CARDIAC_MYO_LV, scene, f"{base} MMSDNet {title}")
+        for name, title in MASK_TITLES.items():
+            if written.mask(name) is not None:
+                node = conversion.labelmap_to_segmentation_node(read_image(written.mask(name)), CARDIAC_MYO_LV, scene, f"{base} MMSDNet {title}")
                 outputs.segmentations[name] = mark(node, key)
-        summary = json.loads((run.folder / "out" / "segment.json").read_text())
         folder = subject_folder(scene, f"{base} MMSDNet anatomy factors", key)
         for modality in ("LGE", "cine"):
-            path = files.get(f"anatomy_{modality.lower()}")
-            if path is not None:
-                labels = read_image(path)
+            if written.anatomy(modality) is not None:
+                labels = read_image(written.anatomy(modality))
                 channels = []
                 for channel in range(1, summary["anatomy_channels"] + 1):
                     binary = sitk.Cast(labels == channel, sitk.sitkUInt8)
@@ -165,8 +162,8 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
                     place_in_folder(scene, node, folder)
                     channels.append(node)
                 outputs.anatomy[modality] = channels
-        if "tps_lge_to_cine" in files and run.cine is not None:
-            outputs.transform = read_transform(files["tps_lge_to_cine"], scene, f"{base} MMSDNet TPS alignment", key)
+        if written.path(ALIGNMENT_FILE) is not None and run.cine is not None:
+            outputs.transform = read_transform(written.path(ALIGNMENT_FILE), scene, f"{base} MMSDNet TPS alignment", key)
             cine = conversion.volume_node_to_image(run.cine)
             outputs.aligned_cine = mark(conversion.image_to_volume_node(cine, scene, f"{run.cine_name} aligned to {base}"), key)
             outputs.aligned_cine.SetAndObserveTransformNodeID(outputs.transform.GetID())
@@ -174,7 +171,7 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
             outputs.dice_table = table_node(scene, f"{base} MMSDNet Dice", *reference_rows(summary["dice"]), key)
         agreement = summary.get("slice_agreement", [])
         outputs.flagged_slices = summary.get("disagreeing_slices", [])
-        outputs.warnings = result.get("warnings", [])
+        outputs.warnings = written.warnings
         if any(a is not None for a in agreement):
             rows = [[str(i), np.nan if a is None else a, float(i in outputs.flagged_slices)] for i, a in enumerate(agreement)]
             outputs.agreement_table = table_node(scene, f"{base} MMSDNet slice agreement", ["LGE slice", "Dice LGE-only vs fused", "flag"], rows, key)

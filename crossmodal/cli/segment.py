@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +16,13 @@ from crossmodal.catalog import find_model
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
-from crossmodal.image_io import atomic_output, error_line, read_cine_frame, read_image, require_signal, writable_folder, write_image
+from crossmodal.image_io import atomic_output, read_cine_frame, read_image, require_signal, writable_folder, write_image
 from crossmodal.labels import ABDOMEN
-from crossmodal.output_set import OutputSet, output_key
+from crossmodal.output_set import OutputSet
 from crossmodal.plausibility import abdominal_warnings, acquisition_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
+from crossmodal.segment_outputs import ALIGNMENT_FILE, ORGANS_FILE, REPORT_FILE, SUMMARY_FILE, SegmentOutput, anatomy_file, mask_file
 
 
 @dataclass
@@ -41,7 +41,7 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
                                   description="Segment images and write the masks as files on each input's own voxel grid.")
     add_input_arguments(segment)
     segment.add_argument("--out", required=True, type=Path, help="output folder (created); inputs are never overwritten")
-    segment.add_argument("--report", action="store_true", help="also write the visual QA report (report.html)")
+    segment.add_argument("--report", action="store_true", help="also write the visual QA report (" + REPORT_FILE + ")")
     segment.set_defaults(run=run_segment)
     report = commands.add_parser("report", parents=[common], help="write the visual QA report (HTML) of inputs, or of a segment output folder",
                                  description="Segment the inputs (or read what `segment` wrote, with --from) and write a self-contained HTML "
@@ -114,26 +114,6 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     return Segmentation("cardiac", card, result, images, inputs, reference)
 
 
-def slug(name: str) -> str:
-    return name.lower().replace(" ", "_")
-
-
-def mask_file(name: str) -> str:
-    """The file of mask ``name`` of :data:`OUTPUTS` ("fused LGE" -> seg_fused_lge.nii.gz)."""
-    return f"seg_{slug(name)}.nii.gz"
-
-
-def anatomy_file(modality: str) -> str:
-    """The file of a modality's anatomy factors: label c = channel c (1..anatomy_channels), 0 = none."""
-    return f"anatomy_{slug(modality)}.nii.gz"
-
-
-ALIGNMENT_FILE = "tps_lge_to_cine.nrrd"
-"""The TPS alignment as a displacement field (LPS mm, LGE to cine), which Slicer loads as a transform."""
-ORGANS_FILE = "organs.nii.gz"
-SUMMARY_FILE = "segment.json"
-
-
 def check_output_folder(folder: Path, planned: list[Path], inputs: dict[str, Path]) -> None:
     """Create ``folder`` and make sure it is writable and that no planned output is an input."""
     writable_folder(folder)
@@ -189,14 +169,14 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
     else:
         files[ORGANS_FILE] = result.labels
         summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
-    names = [*files, SUMMARY_FILE, *(["report.html"] if args.report else [])]
+    names = [*files, SUMMARY_FILE, *([REPORT_FILE] if args.report else [])]
     check_output_folder(args.out, [args.out / n for n in names], segmentation.inputs)
     summary["warnings"] = list(events.warnings)
     with OutputSet(args.out, SUMMARY_FILE) as out:
         for name, image in files.items():
             out.write(name, lambda path, image=image: write_image(image, path))
         if args.report:
-            out.write_text("report.html", html_report(segmentation, events.warnings, summary))
+            out.write_text(REPORT_FILE, html_report(segmentation, events.warnings, summary))
         outputs = out.commit(summary)
     events.result(outputs, **summary)
     return 0
@@ -224,18 +204,16 @@ def run_report(args: argparse.Namespace, events: Events) -> int:
 
 def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     """What ``segment`` wrote to ``folder``, with the inputs its summary names, as a :class:`Segmentation` (no model run)."""
-    try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text())
-        inputs, outputs, task = summary["inputs"], summary["outputs"], summary["task"]
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(folder, f"holds no readable {SUMMARY_FILE} of `segment` ({error_line(error)})") from None
+    written = SegmentOutput.read(folder)
+    summary, task = written.summary, written.summary["task"]
+    inputs = summary.get("inputs", {})
     card = read_card(find_model(summary["model"], task))
 
     def output(name: str, components: int = 1) -> sitk.Image:
-        key = output_key(name)
-        if key not in outputs:
+        path = written.path(name)
+        if path is None:
             raise InputError(folder, f"{SUMMARY_FILE} lists no {name}")
-        return read_image(outputs[key], components=components)
+        return read_image(path, components=components)
 
     paths = {role: Path(p) for role, p in inputs.items() if role != "cine_frame"}
     if task == "abdominal":
@@ -246,11 +224,10 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     if "cine" in inputs:
         images["cine"] = read_cine_frame(inputs["cine"], inputs.get("cine_frame", 0))
     result = CardiacResult(pair_inputs(card, lge=images.get("LGE"), cine=images.get("cine")))
-    result.masks = {name: output(mask_file(name)) for name in OUTPUTS if output_key(mask_file(name)) in outputs}
+    result.masks = {name: output(mask_file(name)) for name in OUTPUTS if written.mask(name) is not None}
     result.anatomy = {modality: output(anatomy_file(modality)) for modality in ("cine", "LGE")  # the order segment_cardiac makes them in
-                      if output_key(anatomy_file(modality)) in outputs}
-    if output_key(ALIGNMENT_FILE) in outputs:
+                      if written.anatomy(modality) is not None}
+    if written.path(ALIGNMENT_FILE) is not None:
         result.displacement = output(ALIGNMENT_FILE, components=3)
     reference = read_image(inputs["reference"]) if "reference" in inputs else None
     return Segmentation(task, card, result, images, paths, reference), summary
-
