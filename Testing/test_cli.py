@@ -78,6 +78,16 @@ def test_training_refuses_to_overwrite_and_checks_its_recipe(models, tmp_path, p
     assert "data folder for 'mscmrseg' does not exist" in capsys.readouterr().err
 
 
+def test_a_model_is_trained_again_from_the_recipe_its_bundle_keeps(catalog, tmp_path, phantom_mscmrseg, capsys):
+    assert main(["train", "--config", "tiny-mmsdnet", "--data", str(phantom_mscmrseg), "--steps", "1", "--out", str(tmp_path / "again")]) == 0
+    kept, again = (json.loads((folder / "recipe.json").read_text()) for folder in (catalog["cardiac"], tmp_path / "again"))
+    assert again == {**kept, "steps": 1, "data": {"mscmrseg": str(phantom_mscmrseg)}}
+    assert main(["train", "--config", "mmsdnet-mscmrseg", "--data", str(tmp_path / "nowhere")]) == EXIT_INPUT_ERROR  # the bundled one's, too
+    assert "data folder for 'mscmrseg' does not exist" in capsys.readouterr().err
+    assert main(["train", "--config", "no-such-model"]) == EXIT_INPUT_ERROR
+    assert "no-such-model: is not a model folder nor a known model id" in capsys.readouterr().err
+
+
 def test_segment_a_pair_writes_every_output_on_its_inputs_grid(catalog, pair, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["segment", "--lge", str(pair["lge"]), "--cine", str(pair["cine"]), "--model", "tiny-mmsdnet", "--out", str(out), "--events", "jsonl"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ slicer = pytest.importorskip("slicer", reason="the Slicer core libraries (pip in
 
 from slicer_python import modules_on_newest_release  # noqa: E402
 
+from crossmodal.catalog import recipe_of  # noqa: E402
 from crossmodal.errors import InputError  # noqa: E402
 from crossmodal.geometry import Grid  # noqa: E402
 from crossmodal.image_io import read_image  # noqa: E402
@@ -277,17 +279,39 @@ def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):
     assert node_names(scene) == names
 
 
+def config_of(job) -> dict:
+    """The recipe a training child was started with."""
+    return json.loads(Path(job.command[job.command.index("--config") + 1]).read_text())
+
+
+@pytest.mark.parametrize("module", ["MultiModalSeg", "DualStreamSeg"])
+def test_panel_training_starts_from_the_bundled_models_own_recipe(module, phantom_mscmrseg, tmp_path, monkeypatch):
+    """One source of each recipe: the bundled model's recipe.json, with the user's choices and data folders."""
+    monkeypatch.setenv("CROSSMODAL_MODELS", str(tmp_path / "models"))
+    if module == "MultiModalSeg":
+        job = MultiModalSegLogic().train(phantom_mscmrseg, model_id="mine", lge_fraction=0.5, steps=7, device="cpu")
+        task, choices = "cardiac", {"id": "mine", "steps": 7, "lge_fraction": 0.5, "validation": 2}
+    else:
+        job = DualStreamSegLogic().train(ct=tmp_path, mr=None, model_id="mine", variant="V2", steps=7, device="cpu")
+        task, choices = "abdominal", {"id": "mine", "variant": "V2", "steps": 7}
+    job.cancel(grace_seconds=0)
+    bundled = json.loads(recipe_of(None, task).read_text())
+    assert config_of(job) == {**{k: v for k, v in bundled.items() if k != "data"}, **choices}
+    assert ("--data" if task == "cardiac" else "--ct") in job.command  # the user's folders, not the recipe's
+
+
 def test_a_training_started_from_a_panel_fills_its_plot(phantom_mscmrseg, tmp_path):
     scene = slicer.vtkMRMLScene()
-    recipe = {"architecture": "MMSDNet", "id": "panel", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
-              "batch_size": 4, "validate_every": 2, "validation": [1]}
-    job = runs.start_training(recipe, {"data": str(phantom_mscmrseg)}, tmp_path / "panel", device="cpu")
+    choices = {"architecture": "MMSDNet", "id": "panel", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
+               "batch_size": 4, "validate_every": 2, "validation": 1}
+    job = runs.start_training("cardiac", choices, {"data": str(phantom_mscmrseg)}, tmp_path / "panel", device="cpu")
     table, chart = training_plot(scene, "panel", "test")
     assert job.wait(timeout=300) == 0, job.failure()
     assert append_metrics(table, job.events) == 4
     data = table.GetTable()
     assert [data.GetValue(r, 0).ToDouble() for r in range(4)] == [1, 2, 3, 4] and chart.GetNumberOfPlotSeriesNodes() == 2
     assert (tmp_path / "panel" / "card.json").exists()
+    assert json.loads((tmp_path / "panel" / "card.json").read_text())["validation"]["patients"] == [7]  # the highest-numbered labelled pair
 
 
 def save_and_reload(scene, folder: Path):

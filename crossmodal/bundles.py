@@ -22,7 +22,8 @@ from crossmodal.labels import LabelSet
 if TYPE_CHECKING:
     import torch
 
-CARD, WEIGHTS = "card.json", "model.pt"
+CARD, WEIGHTS, RECIPE = "card.json", "model.pt", "recipe.json"
+"""A bundle's files; ``recipe.json`` is the recipe it was trained with, to train another like it."""
 
 
 @dataclass(frozen=True)

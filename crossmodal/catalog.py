@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossmodal.bundles import CARD, WEIGHTS, ModelCard, read_card, sha256_of
+from crossmodal.bundles import CARD, RECIPE, WEIGHTS, ModelCard, read_card, sha256_of
 from crossmodal.errors import InputError
 
 TASKS = {"cardiac": "MMSDNet", "abdominal": "DualStreamFCN"}
@@ -77,22 +77,35 @@ def find_model(reference: str | Path | None, task: str) -> Path:
     Refuses an unknown id (listing the known ones) and a model for another task.
     """
     wanted = TASKS[task]
-    if reference is not None and Path(reference).is_dir():
-        folder = Path(reference)
-        card = read_card(folder)
-    else:
-        candidates = [e for e in list_models(verify=False) if e.card is not None]
-        if reference is None:
-            matches = [e for e in candidates if e.card.architecture == wanted and e.source == "bundled"]
-            if not matches:
-                raise InputError("--model", f"no bundled {wanted} model is installed in {bundled_models_folder()}; name one with --model")
-        else:
-            matches = [e for e in candidates if e.id == str(reference)]
-            if not matches:
-                known = ", ".join(sorted(e.id for e in candidates)) or "none"
-                raise InputError(str(reference), f"is not a model folder nor a known model id (known: {known})")
+    if reference is None:
+        matches = [e for e in list_models(verify=False) if e.card is not None and e.card.architecture == wanted and e.source == "bundled"]
+        if not matches:
+            raise InputError("--model", f"no bundled {wanted} model is installed in {bundled_models_folder()}; name one with --model")
         folder, card = matches[0].path, matches[0].card
+    else:
+        folder = _locate(reference)
+        card = read_card(folder)
     if card.architecture != wanted:
         other = next((t for t, a in TASKS.items() if a == card.architecture), "another")
         raise InputError(folder, f"is a {card.architecture} model (for {other} images); the {task} task needs a {wanted} model")
     return folder
+
+
+def recipe_of(reference: str | Path | None, task: str | None = None) -> Path:
+    """The recipe a model was trained with (its bundle's ``recipe.json``): ``reference`` is an id or a bundle
+    folder, or None for the ``task``'s bundled model. How to train another model like it."""
+    folder = find_model(reference, task) if task is not None else _locate(reference)
+    if not (folder / RECIPE).is_file():
+        raise InputError(folder, f"holds no {RECIPE}: the recipe it was trained with was not kept")
+    return folder / RECIPE
+
+
+def _locate(reference: str | Path) -> Path:
+    """The bundle folder named by a folder path or a catalog id."""
+    if Path(reference).is_dir():
+        return Path(reference)
+    matches = [e for e in list_models(verify=False) if e.card is not None and e.id == str(reference)]
+    if not matches:
+        known = ", ".join(sorted(e.id for e in list_models(verify=False) if e.card is not None)) or "none"
+        raise InputError(str(reference), f"is not a model folder nor a known model id (known: {known})")
+    return matches[0].path

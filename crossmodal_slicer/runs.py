@@ -11,7 +11,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from crossmodal.catalog import list_models
+from crossmodal.bundles import RECIPE
+from crossmodal.catalog import list_models, recipe_of
 from crossmodal.errors import InputError
 from crossmodal.image_io import check_finite, require_signal, write_image
 from crossmodal.jobs import ChildJob
@@ -79,11 +80,14 @@ def models_for(architecture: str) -> list[tuple[str, str]]:
     return [(e.id, str(e.path)) for e in list_models() if e.card is not None and e.card.architecture == architecture and e.status == "ok"]
 
 
-def start_training(recipe: dict, data: dict[str, str], out: Path, *, resume: bool = False, python: str | None = None, device: str = "auto") -> ChildJob:
-    """``crossmodal train`` on a recipe made from the panel's choices; ``data`` maps --data/--ct/--mr to folders."""
+def start_training(task: str, choices: dict, data: dict[str, str], out: Path, *, resume: bool = False, python: str | None = None,
+                   device: str = "auto") -> ChildJob:
+    """``crossmodal train`` on the recipe of the ``task``'s bundled model with the panel's ``choices`` (id,
+    steps, ...); ``data`` maps --data/--ct/--mr to the user's folders, which replace the recipe's own."""
+    recipe = {key: value for key, value in json.loads(recipe_of(None, task).read_text()).items() if key != "data"}
     folder = work_folder("train")
-    config = folder / "recipe.json"
-    config.write_text(json.dumps(recipe, indent=1))
+    config = folder / RECIPE
+    config.write_text(json.dumps({**recipe, **choices}, indent=1))
     arguments = ["train", "--config", str(config), "--out", str(out), *(a for flag, path in data.items() for a in (f"--{flag}", str(path)))]
     return start([*arguments, *(["--resume"] if resume else [])], python, device)
 

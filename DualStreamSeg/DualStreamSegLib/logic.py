@@ -25,11 +25,6 @@ from crossmodal_slicer.outputs import mark, output_key, remove_outputs
 from crossmodal_slicer.scene import show_layers, show_only, table_node
 from DualStreamSegLib.parameters import DualStreamSegParameterNode
 
-TRAINING_RECIPE = {"architecture": "DualStreamFCN", "filters": [16, 32, 64, 128, 256], "units_per_scale": 1, "patch": 48, "batch_size": 2,
-                   "learning_rate": 1e-3, "validate_every": 250, "checkpoint_every": 250, "validation": {"CT": 1, "MR": 3},
-                   "ct_window": [-125, 275]}
-"""What a panel training uses besides the user's choices: the bundled model's configuration (configs/dualstream-v4-abdomen.json)."""
-
 
 @dataclass
 class AbdominalRun:
@@ -98,12 +93,13 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
 
     def train(self, *, ct: Path | None, mr: Path | None, model_id: str, variant: str = "V4", steps: int = 3000, resume: bool = False,
               device: str = "auto", python: str | None = None) -> ChildJob:
-        """Start ``crossmodal train`` of a dual-stream FCN on nnU-Net-layout CT and/or MR folders, into the user models folder."""
+        """Start ``crossmodal train`` of a dual-stream FCN on nnU-Net-layout CT and/or MR folders, into the user models folder,
+        with the bundled model's recipe and the user's choices."""
         data = {flag: str(folder) for flag, folder in (("ct", runs.chosen_folder(ct)), ("mr", runs.chosen_folder(mr))) if folder}
         if not data:
             raise InputError("training data", "choose a CT folder, an MR folder or both (nnU-Net layout)")
-        recipe = {**TRAINING_RECIPE, "id": model_id, "variant": variant, "steps": int(steps)}
-        return runs.start_training(recipe, data, user_models_folder() / model_id, resume=resume, python=python, device=device)
+        choices = {"id": model_id, "variant": variant, "steps": int(steps)}
+        return runs.start_training("abdominal", choices, data, user_models_folder() / model_id, resume=resume, python=python, device=device)
 
     def discard(self, run: AbdominalRun) -> None:
         shutil.rmtree(run.folder, ignore_errors=True)

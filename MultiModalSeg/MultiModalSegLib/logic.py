@@ -34,9 +34,8 @@ from crossmodal_slicer.outputs import mark, output_key, remove_outputs
 from crossmodal_slicer.scene import place_in_folder, read_transform, show_layers, show_only, slice_centre_ras, subject_folder, table_node
 from MultiModalSegLib.parameters import MultiModalSegParameterNode
 
-TRAINING_RECIPE = {"architecture": "MMSDNet", "size": 96, "spacing_mm": 2.0, "filters": 16, "batch_size": 8, "learning_rate": 1e-3,
-                   "validate_every": 50, "checkpoint_every": 100}
-"""What a panel training uses besides the user's choices: the bundled model's configuration (configs/mmsdnet-mscmrseg.json)."""
+VALIDATING = 2
+"""Fully labelled pairs of the user's folder that choose the checkpoint of a panel training (the highest-numbered)."""
 
 
 @dataclass
@@ -196,16 +195,17 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
               device: str = "auto", python: str | None = None) -> ChildJob:
         """Start ``crossmodal train`` of an MMSDNet on an MS-CMRSeg-layout folder, into the user models folder.
 
-        The last two fully labelled pairs of the folder validate (checkpoint choice); the rest train.
+        The bundled model's recipe, with the user's choices; the last :data:`VALIDATING` fully labelled pairs of
+        the folder validate (checkpoint choice), the rest train.
         """
         data = runs.chosen_folder(data)
         if data is None:
             raise InputError("training data", "choose an MS-CMRSeg folder (patient{N}_C0/DE[_manual].nii.gz)")
         labelled = sorted(c.patient for c in discover_mscmrseg(data) if c.is_pair and c.has_mask("DE") and c.has_mask("C0"))
-        if len(labelled) < 3:
-            raise InputError(data, f"holds {len(labelled)} fully labelled cine + LGE pairs; training needs at least 3 (2 validate)")
-        recipe = {**TRAINING_RECIPE, "id": model_id, "steps": int(steps), "lge_fraction": float(lge_fraction), "validation": labelled[-2:]}
-        return runs.start_training(recipe, {"data": str(data)}, user_models_folder() / model_id, resume=resume, python=python, device=device)
+        if len(labelled) <= VALIDATING:
+            raise InputError(data, f"holds {len(labelled)} fully labelled cine + LGE pairs; training needs more than the {VALIDATING} that validate")
+        choices = {"id": model_id, "steps": int(steps), "lge_fraction": float(lge_fraction), "validation": VALIDATING}
+        return runs.start_training("cardiac", choices, {"data": str(data)}, user_models_folder() / model_id, resume=resume, python=python, device=device)
 
     def discard(self, run: CardiacRun) -> None:
         """Remove a run's temporary files (inputs written out, outputs read back)."""

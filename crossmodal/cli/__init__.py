@@ -32,7 +32,7 @@ EPILOG = """exit codes: 0 done, 1 internal error, 2 bad input or usage, 3 cancel
 examples:
   crossmodal segment --lge patient1_DE.nii.gz --cine patient1_C0.nii.gz --out results/patient1 --report
   crossmodal segment --image ct.nii.gz --out results/ct1
-  crossmodal train --config configs/mmsdnet-mscmrseg.json --data /data/MS-CMRSeg --out models/my-mmsdnet
+  crossmodal train --config mmsdnet-mscmrseg --id my-mmsdnet --data /data/MS-CMRSeg
   crossmodal evaluate --predictions results/preds --references /data/labels
   crossmodal models"""
 

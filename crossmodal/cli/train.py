@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from crossmodal.bundles import CARD, save_bundle
-from crossmodal.catalog import user_models_folder
+from crossmodal.bundles import CARD, RECIPE, save_bundle
+from crossmodal.catalog import recipe_of, user_models_folder
 from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
@@ -28,15 +28,16 @@ from crossmodal.training import distributed
 from crossmodal.training.recipes import read_recipe
 from crossmodal.training.trainer import Checkpointing, train
 
-CHECKPOINT, RECIPE = "checkpoint.pt", "recipe.json"
+CHECKPOINT = "checkpoint.pt"
 METRIC_EVENTS = 200
 """About this many loss events per run (plus every validation), however long it is."""
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("train", parents=[common], help="train MMSDNet or a dual-stream FCN into a model bundle",
-                                 description=__doc__.split("\n\n")[0] + ". Recipes of the bundled models are in configs/.")
-    parser.add_argument("--config", required=True, type=Path, help="JSON recipe (architecture, hyper-parameters, data)")
+                                 description=__doc__.split("\n\n")[0] + ". Every bundle keeps the recipe it was trained with (recipe.json).")
+    parser.add_argument("--config", required=True, type=Path,
+                        help="JSON recipe (architecture, hyper-parameters, data), or a model (id or bundle folder) whose recipe to train again")
     parser.add_argument("--data", help="MS-CMRSeg folder (MMSDNet); overrides the config's data.mscmrseg")
     parser.add_argument("--ct", help="nnU-Net-layout CT dataset (dual-stream); overrides data.CT")
     parser.add_argument("--mr", help="nnU-Net-layout MR dataset (dual-stream); overrides data.MR")
@@ -94,7 +95,8 @@ def prepare_output(out: Path, recipe: dict, resume: bool) -> None:
 
 def run_train(args: argparse.Namespace, events: Events) -> int:
     data = {k: v for k, v in (("mscmrseg", args.data), ("CT", args.ct), ("MR", args.mr)) if v}
-    recipe = read_recipe(args.config, data, id=args.id, steps=args.steps)
+    config = args.config if args.config.is_file() or args.config.suffix == ".json" else recipe_of(args.config)
+    recipe = read_recipe(config, data, id=args.id, steps=args.steps)
     out = args.out or user_models_folder() / recipe.id
     with distributed.session(pick_device(args.device)) as (rank, device):
         if rank == 0:

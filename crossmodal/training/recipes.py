@@ -8,8 +8,9 @@ A config names the architecture and whatever differs from the defaults below, e.
     {"architecture": "DualStreamFCN", "id": "my-v4", "variant": "V4",
      "data": {"CT": "/data/Dataset001_CT", "MR": "/data/Dataset002_MR"}}
 
-Unknown keys are refused (a typo would otherwise be silently ignored). The bundled models' own recipes
-are in ``configs/``.
+Unknown keys are refused (a typo would otherwise be silently ignored). Every bundle keeps the recipe it
+was trained with as ``recipe.json`` (the bundled models' under ``Resources/Models``); ``crossmodal train
+--config <model>`` trains again from it, and the panels' trainings start from the bundled models' ones.
 """
 
 from __future__ import annotations
@@ -102,9 +103,21 @@ class MMSDNetRecipe(Recipe):
     max_offset: float | None = 0.3
     """Soft bound on the TPS control-point offsets (0.3 of the half field of view); None: unbounded, as the paper.
     Short trainings without it can fling control points far outside the image."""
-    validation: list[int] = field(default_factory=lambda: [8, 33])
+    validation: list[int] | int = 2
+    """Fully labelled patients that choose the checkpoint: their numbers, or how many (the highest-numbered)."""
 
     architecture = "MMSDNet"
+
+    def validation_patients(self, patients: dict[int, CardiacPatient], folder: Path) -> list[int]:
+        labelled = sorted(p for p, patient in patients.items() if patient.lge_mask is not None)
+        if isinstance(self.validation, int):
+            if len(labelled) <= self.validation:
+                raise InputError(folder, f"holds {len(labelled)} fully labelled cine + LGE pairs; training needs more than the {self.validation} that validate")
+            return labelled[len(labelled) - self.validation :]
+        missing = [p for p in self.validation if p not in labelled]
+        if missing:
+            raise InputError(folder, f"validation patient(s) {missing} are not fully labelled pairs there")
+        return list(self.validation)
 
     def prepare(self, device: torch.device, progress: Progress) -> Job:
         folder = self.data_folder("mscmrseg")
@@ -116,16 +129,14 @@ class MMSDNetRecipe(Recipe):
         for i, case in enumerate(cases, 1):
             patients[case.patient] = load_patient(case, pairing)
             progress("loading", i, len(cases))
-        missing = [p for p in self.validation if p not in patients or patients[p].lge_mask is None]
-        if missing:
-            raise InputError(folder, f"validation patient(s) {missing} are not fully labelled pairs there")
-        training = [p for p in patients if p not in self.validation]
+        chosen = self.validation_patients(patients, folder)
+        training = [p for p in patients if p not in chosen]
         labelled = sorted(p for p in training if patients[p].lge_mask is not None)
         lge_labelled = set(labelled[: round(self.lge_fraction * len(labelled))])
         samples = build_samples([patients[p] for p in training], lge_labelled)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate)
-        validation = [patients[p] for p in self.validation]
+        validation = [patients[p] for p in chosen]
 
         def validate(m: MMSDNetMethod) -> float:
             return float(np.mean([score_common_grid(p, predict_patient(m, p)["MMSDNet-multi"]) for p in validation])) if validation else 0.0
@@ -138,7 +149,7 @@ class MMSDNetRecipe(Recipe):
                                "normalisation": "percentile 0.5-99.5 to 0..1, per slice", "pairing": "nearest cine slice per LGE slice"},
                 labels=ModelCard.label_entries(CARDIAC_MYO_LV),
                 training={"data": str(folder), "patients": sorted(training), "lge_labelled": sorted(lge_labelled), **self.training_record(result, device)},
-                validation={"patients": self.validation, "dice_native_lge": native},
+                validation={"patients": chosen, "dice_native_lge": native},
             )
 
         return Job(method, method.network, balanced_batches(samples, method.usable(samples), self.batch_size, method.name),
