@@ -70,12 +70,12 @@ def test_registration_baseline_repairs_a_large_shift_that_copying_cannot(case, t
 
     config = PairingConfig(spacing_mm=2.0, size=96)
     aligned = load_patient(case, config)
-    assert native(aligned, copy_masks(aligned))["MYO"] > 0.4  # the corrected geometry: hearts a few mm apart
+    assert native(aligned, copy_masks(aligned))["myocardium"] > 0.4  # the corrected geometry: hearts a few mm apart
     patient = load_patient(shifted_cine_case(case, tmp_path, (30.0, -20.0)), config)
     copied, registered = native(patient, copy_masks(patient)), native(patient, register_masks(patient, spacing_mm=2.0))
-    assert copied["MYO"] < 0.2
+    assert copied["myocardium"] < 0.2
     # ANTs samples randomly over several threads: MYO Dice varies by about +/- 0.04 from run to run.
-    assert registered["MYO"] > copied["MYO"] + 0.15 and registered["LV"] > copied["LV"] + 0.2, (copied, registered)
+    assert registered["myocardium"] > copied["myocardium"] + 0.15 and registered["left ventricle"] > copied["left ventricle"] + 0.2, (copied, registered)
 
 
 BUNDLE = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "mmsdnet-mscmrseg"

@@ -26,7 +26,8 @@ def run(method, fraction, fold, scores):
 
 
 def patient_scores(myo, lv):
-    return {"volume": {"MYO": myo, "LV": lv}, "slices": {"MYO": myo, "LV": lv}}
+    scores = {"myocardium": myo, "left ventricle": lv, "mean": (myo + lv) / 2}
+    return {"volume": scores, "slices": scores}
 
 
 def test_summary_pools_folds_and_the_test_compares_with_the_best_other_method():
@@ -39,7 +40,7 @@ def test_summary_pools_folds_and_the_test_compares_with_the_best_other_method():
     table = summarise(runs)
     assert table["copy masks"].keys() == {"100", "50", "25", "0"}  # fraction-independent rows fill every column
     assert table["UNet-single"].keys() == {"100"}
-    assert table["MMSDNet-multi"]["100"]["volume_MYO"]["mean"] == pytest.approx(0.75)
+    assert table["MMSDNet-multi"]["100"]["volume_myocardium"]["mean"] == pytest.approx(0.75)
     assert table["MMSDNet-multi"]["100"]["volume_mean"]["mean"] == pytest.approx(0.825)
     tests = significance(table)
     assert tests["100"]["against"] == "UNet-single" and tests["100"]["difference"] > 0

@@ -100,7 +100,7 @@ def test_a_perfect_prediction_scores_near_one_on_the_native_lge_grid(patients):
     p = patients[2]
     perfect = np.stack([(p.lge_mask == c).astype(np.float32) for c in range(3)])
     scores = score_native(p, perfect)
-    assert scores["volume"]["LV"] > 0.9 and scores["volume"]["MYO"] > 0.75  # 2.5 mm grid vs ~0.75 mm voxels
+    assert scores["volume"]["left ventricle"] > 0.9 and scores["volume"]["myocardium"] > 0.75  # 2.5 mm grid vs ~0.75 mm voxels
     assert score_common_grid(p, perfect) == 1.0
 
 

@@ -9,7 +9,8 @@ Conventions (stated once here, used by every table the project writes):
 * Per-slice Dice (as the MMSDNet authors report it): Dice on each slice of the reference that
   holds any labelled structure, averaged per volume; slices outside the labelled range do not count.
 
-Surface distances use MONAI's implementation with the voxel spacing, so they are in mm.
+Surface distances use MONAI's implementation with the voxel spacing, so they are in mm; PyTorch and MONAI
+are imported only there, so that the Slicer panels score agreement without them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
 
 def _check(prediction: np.ndarray, reference: np.ndarray) -> None:
@@ -61,6 +60,9 @@ def surface_distances(
 
     ``spacing`` is given in the array's axis order (for a SimpleITK array: ``image.GetSpacing()[::-1]``).
     """
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
     _check(prediction, reference)
     if len(spacing) != prediction.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {prediction.ndim}-D array")

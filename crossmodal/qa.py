@@ -11,19 +11,13 @@ import SimpleITK as sitk
 from crossmodal.errors import InputError
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 from crossmodal.plausibility import centroid_mm
+from crossmodal.scoring import Scores
 
 DISAGREEMENT_FLAG = 0.8
 """Slices whose LGE-only and fused foreground masks overlap less than this (Dice) are flagged."""
 
-Scores = dict[str, dict[str, dict[str, float]]]
-"""Per mask, per structure: {"dice": ..., "hd95_mm": ...}."""
-
-
-def slice_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two foregrounds (1 when both are empty)."""
-    a, b = a > 0, b > 0
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+MaskScores = dict[str, Scores]
+"""Per mask (fused, LGE only, ...), its :data:`~crossmodal.scoring.Scores`."""
 
 
 def disagreeing_slices(agreement: list[float | None]) -> list[int]:
@@ -50,7 +44,7 @@ def require_reference(reference: sitk.Image, source: object, lge: sitk.Image | N
     return reference
 
 
-def reference_rows(scores: Scores) -> tuple[list[str], list[list]]:
+def reference_rows(scores: MaskScores) -> tuple[list[str], list[list]]:
     """Reference scores as a header and one row per mask (Dice, then HD95, per structure)."""
     names = CARDIAC_MYO_LV.names
     rows = [[mask, *(by[n]["dice"] for n in names), *(by[n]["hd95_mm"] for n in names)] for mask, by in scores.items()]

@@ -26,8 +26,8 @@ from crossmodal.bundles import ModelCard
 from crossmodal.cardiac_inference import CardiacResult, displacement_transform
 from crossmodal.geometry import Grid, resample
 from crossmodal.labels import CARDIAC_MYO_LV
-from crossmodal.metrics import dice, surface_distances
-from crossmodal.qa import Scores, disagreeing_slices, reference_rows, slice_dice
+from crossmodal.qa import MaskScores, disagreeing_slices, reference_rows
+from crossmodal.scoring import foreground_dice, score_images
 
 GRID_STEP_PX = 8
 
@@ -136,26 +136,19 @@ def slice_agreement(result: CardiacResult) -> list[float | None]:
     """Per LGE slice: Dice of the LGE-only and fused foregrounds (None where no cine slice was paired)."""
     if "fused LGE" not in result.masks:
         return [None] * len(result.stack.slices)
-    return [slice_dice(on_plane(result.masks["LGE"], s.grids["LGE"], label=True), on_plane(result.masks["fused LGE"], s.grids["LGE"], label=True))
+    return [foreground_dice(on_plane(result.masks["LGE"], s.grids["LGE"], label=True), on_plane(result.masks["fused LGE"], s.grids["LGE"], label=True))
             if s.paired else None for s in result.stack.slices]
 
 
-def reference_scores(result: CardiacResult, reference: sitk.Image) -> Scores:
+def reference_scores(result: CardiacResult, reference: sitk.Image) -> MaskScores:
     """Per LGE-grid mask (and the cine mask copied onto the LGE without alignment): Dice and HD95 per structure."""
-    truth = sitk.GetArrayFromImage(reference)
     masks = {name: result.masks[name] for name in ("fused LGE", "LGE", "cine aligned to LGE") if name in result.masks}
     if "cine" in result.masks:
         masks["cine copied to LGE"] = resample(result.masks["cine"], Grid.of(reference), label=True)
-    scores = {}
-    for name, mask in masks.items():
-        found = sitk.GetArrayFromImage(resample(mask, Grid.of(reference), label=True))
-        overlap = dice(found, truth, CARDIAC_MYO_LV.values)
-        distance = surface_distances(found, truth, CARDIAC_MYO_LV.values, reference.GetSpacing()[::-1])
-        scores[name] = {label.name: {"dice": overlap[label.value], "hd95_mm": distance[label.value]["hd95"]} for label in CARDIAC_MYO_LV.labels}
-    return scores
+    return {name: score_images(mask, reference, CARDIAC_MYO_LV, name) for name, mask in masks.items()}
 
 
-def reference_table(scores: Scores) -> str:
+def reference_table(scores: MaskScores) -> str:
     return "<h2>Against the reference</h2>" + table(*reference_rows(scores))
 
 

@@ -12,10 +12,9 @@ import SimpleITK as sitk
 
 from crossmodal.errors import InputError
 from crossmodal.events import Events, JsonlEvents
-from crossmodal.geometry import Grid, resample
 from crossmodal.image_io import IMAGE_SUFFIXES, atomic_output, image_suffix, read_image
 from crossmodal.labels import ABDOMEN, MSCMRSEG, LabelSet
-from crossmodal.metrics import dice, surface_distances
+from crossmodal.scoring import score_images
 
 LABEL_SETS = {"cardiac": MSCMRSEG, "abdomen": ABDOMEN}
 
@@ -63,31 +62,17 @@ def choose_labels(choice: str, reference: np.ndarray, source: Path) -> LabelSet:
     raise InputError(source, f"has label values {sorted(found)} that match no known label set; pass --labels")
 
 
-def on_reference_grid(prediction: sitk.Image, reference: sitk.Image, source: Path) -> np.ndarray:
-    if Grid.of(prediction) == Grid.of(reference):
-        return sitk.GetArrayFromImage(prediction)
-    moved = sitk.GetArrayFromImage(resample(prediction, Grid.of(reference), label=True, default=0))
-    if np.count_nonzero(sitk.GetArrayViewFromImage(prediction)) and not moved.any():
-        raise InputError(source, "does not overlap its reference in physical space")
-    return moved
-
-
 def score_case(prediction: Path, reference: Path, choice: str, structures: list[str] | None = None) -> dict:
-    truth_image = read_image(reference)
-    truth = sitk.GetArrayFromImage(truth_image)
-    labels = choose_labels(choice, truth, reference)
-    found = on_reference_grid(read_image(prediction), truth_image, prediction)
-    labels.check(found, str(prediction))
+    truth = read_image(reference)
+    labels = choose_labels(choice, sitk.GetArrayViewFromImage(truth), reference)
+    found = read_image(prediction)
+    labels.check(sitk.GetArrayViewFromImage(found), str(prediction))
     if structures:
         try:
             labels = labels.subset(*structures)
         except KeyError as error:
             raise InputError("--structures", error.args[0]) from None
-    present = [v for v in labels.values if (truth == v).any() or (found == v).any()]
-    scores = dice(found, truth, present)
-    distances = surface_distances(found, truth, present, truth_image.GetSpacing()[::-1])
-    by_name = dict(zip(labels.values, labels.names))
-    return {by_name[v]: {"dice": scores[v], "hd95_mm": distances[v]["hd95"]} for v in present}
+    return score_images(found, truth, labels, prediction, present_only=True)
 
 
 def run_evaluate(args: argparse.Namespace, events: Events) -> int:

@@ -23,10 +23,11 @@ import torch
 from crossmodal.abdominal import MODALITIES
 from crossmodal.devices import describe_device, pick_device
 from crossmodal.events import Events, make_events
+from crossmodal.labels import ABDOMEN
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
-from crossmodal.training.recipes import ORGANS, Subject, load_subjects, subject_dice
+from crossmodal.training.recipes import Subject, load_subjects, subject_dice
 from crossmodal.training.trainer import Schedule, train
 
 
@@ -83,7 +84,7 @@ def summarise(runs: list[dict]) -> dict:
             per_case = [(r["repeat"], s) for r in mine for s in r["scores"].get(modality, {}).values()]
             if not per_case:
                 continue
-            organs = {o: float(np.mean([s[o] for _, s in per_case])) for o in ORGANS.values()}
+            organs = {o: float(np.mean([s[o] for _, s in per_case])) for o in ABDOMEN.names}
             repeats = sorted({rep for rep, _ in per_case})
             by_repeat = [np.mean([np.mean(list(s.values())) for rep, s in per_case if rep == r]) for r in repeats]
             table.setdefault(variant, {})[modality] = {**organs, "average": float(np.mean(list(organs.values()))),
@@ -98,11 +99,11 @@ def markdown(table: dict, meta: dict) -> str:
     lines = [f"# Dual-stream FCN, Tables 1-3 ({meta['schedule']['name']} schedule, {meta['device']})", ""]
     for number, modality in ((1, "MR"), (2, "CT")):
         lines += [f"## Table {number}: {modality} (Dice, mean over test cases of {meta['repeats']} repeats x 2 folds)", ""]
-        lines += ["| variant | " + " | ".join(ORGANS.values()) + " | average ± std over repeats |", "|---" * (len(ORGANS) + 2) + "|"]
+        lines += ["| variant | " + " | ".join(ABDOMEN.names) + " | average ± std over repeats |", "|---" * (len(ABDOMEN.labels) + 2) + "|"]
         for variant, row in table.items():
             if modality in row:
                 cell = row[modality]
-                lines.append(f"| {variant} | " + " | ".join(f"{cell[o]:.3f}" for o in ORGANS.values()) + f" | {cell['average']:.3f} ± {cell['std_over_repeats']:.3f} |")
+                lines.append(f"| {variant} | " + " | ".join(f"{cell[o]:.3f}" for o in ABDOMEN.names) + f" | {cell['average']:.3f} ± {cell['std_over_repeats']:.3f} |")
         lines.append("")
     lines += ["## Table 3: all organs", "", "| variant | MR | CT | all |", "|---|---|---|---|"]
     for variant, row in table.items():

@@ -29,6 +29,7 @@ from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.devices import describe_device, pick_device
 from crossmodal.events import Events, make_events
+from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
@@ -53,6 +54,8 @@ from crossmodal.training.methods import (
 from crossmodal.training.trainer import Schedule, train
 
 FRACTIONS = (100, 50, 25, 0)
+COLUMNS = (*CARDIAC_MYO_LV.names, "mean")
+"""Per fraction: Dice of each structure and their mean."""
 LEARNED = ("UNet-single", "UNet-both", "DualStream", "MMSDNet")
 ROWS = ("copy masks", "registration", "UNet-single", "UNet-both", "DualStream", "MMSDNet-single", "MMSDNet-multi")
 
@@ -165,11 +168,8 @@ def summarise(runs: list[dict]) -> dict:
 def _statistics(per_patient: dict[str, dict]) -> dict:
     out = {"patients": sorted(per_patient, key=int)}
     for level in ("volume", "slices"):
-        for structure in ("MYO", "LV", "mean"):
-            if structure == "mean":
-                values = [np.mean([s[level]["MYO"], s[level]["LV"]]) for s in per_patient.values()]
-            else:
-                values = [s[level][structure] for s in per_patient.values()]
+        for structure in COLUMNS:
+            values = [s[level][structure] for s in per_patient.values()]
             out[f"{level}_{structure}"] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": [float(v) for v in values]}
     return out
 
@@ -195,13 +195,13 @@ def markdown(table: dict, tests: dict, meta: dict) -> str:
     lines = [f"# MMSDNet Table 1 on MS-CMRSeg ({meta['schedule']['name']} schedule, {meta['device']})", ""]
     for level, title in (("volume", "Dice per volume"), ("slices", "Dice per slice")):
         lines += [f"## {title} (mean ± std over the test patients of all folds run: {meta['test_patients']})", ""]
-        header = "| method | " + " | ".join(f"{f} % MYO | {f} % LV | {f} % avg" for f in FRACTIONS) + " |"
+        header = "| method | " + " | ".join(f"{f} % {s}" for f in FRACTIONS for s in COLUMNS) + " |"
         lines += [header, "|---" * (1 + 3 * len(FRACTIONS)) + "|"]
         for row in ROWS:
             cells = []
             for f in map(str, FRACTIONS):
                 stats = table.get(row, {}).get(f)
-                cells += ["n/a"] * 3 if stats is None else [f"{stats[f'{level}_{s}']['mean']:.2f} ± {stats[f'{level}_{s}']['std']:.2f}" for s in ("MYO", "LV", "mean")]
+                cells += ["n/a"] * 3 if stats is None else [f"{stats[f'{level}_{s}']['mean']:.2f} ± {stats[f'{level}_{s}']['std']:.2f}" for s in COLUMNS]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## MMSDNet-multi against the best other method (Wilcoxon signed-rank, per-patient mean Dice)", ""]

@@ -12,12 +12,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.metrics import dice, dice_per_slice
+from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.pairing import write_back
+from crossmodal.scoring import structure_dice, volume_and_slice_dice
 from crossmodal.training.cardiac_data import CardiacPatient
 from crossmodal.training.methods import Method
-
-CLASS_NAMES = {1: "MYO", 2: "LV"}
 
 
 def predict_patient(method: Method, patient: CardiacPatient, batch_size: int = 16) -> dict[str, np.ndarray]:
@@ -33,7 +32,7 @@ def predict_patient(method: Method, patient: CardiacPatient, batch_size: int = 1
 
 
 def score_native(patient: CardiacPatient, probabilities: np.ndarray) -> dict:
-    """Dice per class (and their mean) on the native LGE grid, per volume and per slice."""
+    """Dice per structure (and their mean) on the native LGE grid, per volume and per slice."""
     if patient.lge_reference is None:
         raise ValueError(f"patient {patient.patient} has no LGE mask to score against")
     prediction = write_back(patient.stack, probabilities, "LGE", probabilities=True)
@@ -42,18 +41,12 @@ def score_native(patient: CardiacPatient, probabilities: np.ndarray) -> dict:
 
 def score_labels(patient: CardiacPatient, prediction: np.ndarray) -> dict:
     """Dice of a native-grid class map (slices, rows, columns) against the patient's LGE mask."""
-    reference = sitk.GetArrayFromImage(patient.lge_reference)
-    volume = dice(prediction, reference, list(CLASS_NAMES))
-    slices = dice_per_slice(prediction, reference, list(CLASS_NAMES))
-    result = {"volume": {CLASS_NAMES[c]: v for c, v in volume.items()}, "slices": {CLASS_NAMES[c]: v for c, v in slices.items()}}
-    result["volume"]["mean"] = float(np.mean(list(volume.values())))
-    return result
+    return volume_and_slice_dice(prediction, sitk.GetArrayFromImage(patient.lge_reference), CARDIAC_MYO_LV)
 
 
 def score_common_grid(patient: CardiacPatient, probabilities: np.ndarray) -> float:
     """Mean MYO/LV Dice on the common grid: a quick validation score for choosing checkpoints."""
     if patient.lge_mask is None:
         raise ValueError(f"patient {patient.patient} has no LGE mask to score against")
-    found = dice(np.argmax(probabilities, axis=0), patient.lge_mask, list(CLASS_NAMES))
-    return float(np.mean(list(found.values())))
+    return float(np.mean(list(structure_dice(np.argmax(probabilities, axis=0), patient.lge_mask, CARDIAC_MYO_LV, classes=True).values())))
 

@@ -31,10 +31,10 @@ from crossmodal.bundles import ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.errors import InputError
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
-from crossmodal.metrics import dice
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.pairing import PairingConfig
+from crossmodal.scoring import structure_dice
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
 from crossmodal.training.cardiac_data import CardiacPatient, balanced_batches, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
@@ -42,7 +42,6 @@ from crossmodal.training.methods import MMSDNetMethod
 from crossmodal.training.trainer import Schedule, Trainable, TrainingResult
 
 Progress = Callable[[str, int, int], None]
-ORGANS = {label.value: label.name for label in ABDOMEN.labels}
 
 
 @dataclass
@@ -183,7 +182,7 @@ def subject_dice(network: torch.nn.Module, subject: Subject, device: torch.devic
     """Dice per organ of the network's prediction for ``subject``, on the subject's own grid."""
     probabilities = predict_probabilities(network, network.config.streams.index(subject.modality), subject.prepared, device=device)
     found = sitk.GetArrayFromImage(labels_on_source(subject.prepared, probabilities))
-    return {ORGANS[k]: v for k, v in dice(found, subject.reference, list(ORGANS)).items()}
+    return structure_dice(found, subject.reference, ABDOMEN)
 
 
 @dataclass
