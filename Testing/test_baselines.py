@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.pairing import PairingConfig, write_back
+from crossmodal.reproduce.registration_baselines import copy_masks, register_masks
 from crossmodal.training.cardiac_data import load_patient
 from crossmodal.training.evaluation import score_labels
 

@@ -10,7 +10,6 @@ import SimpleITK as sitk
 import torch
 from conftest import shared_data
 
-from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.bundles import ModelCard, load_bundle
 from crossmodal.cardiac_inference import displacement_transform, segment_cardiac
 from crossmodal.datasets import discover_mscmrseg
@@ -20,6 +19,7 @@ from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.metrics import dice
 from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
+from crossmodal.reproduce.registration_baselines import copy_masks, register_masks
 from crossmodal.training.cardiac_data import load_patient
 from crossmodal.training.evaluation import score_labels
 

@@ -7,9 +7,10 @@ import torch
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig
+from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, UNetMethod
 from crossmodal.training.cardiac_data import Augmentation, balanced_batches, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
-from crossmodal.training.methods import DualStreamMethod, MMSDNetMethod, UNetMethod
+from crossmodal.training.methods import MMSDNetMethod
 from crossmodal.training.trainer import Schedule, train
 
 GRID = PairingConfig(spacing_mm=2.5, size=64)

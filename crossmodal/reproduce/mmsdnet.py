@@ -25,14 +25,15 @@ import SimpleITK as sitk
 import torch
 from scipy.stats import wilcoxon
 
-from crossmodal.baselines import copy_masks, register_masks
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.devices import describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
+from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, UNetMethod
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
+from crossmodal.reproduce.registration_baselines import copy_masks, register_masks
 from crossmodal.training.cardiac_data import (
     CardiacPatient,
     balanced_batches,
@@ -45,12 +46,7 @@ from crossmodal.training.evaluation import (
     score_labels,
     score_native,
 )
-from crossmodal.training.methods import (
-    DualStreamMethod,
-    Method,
-    MMSDNetMethod,
-    UNetMethod,
-)
+from crossmodal.training.methods import Method, MMSDNetMethod
 from crossmodal.training.trainer import Schedule, train
 
 FRACTIONS = (100, 50, 25, 0)

@@ -16,8 +16,8 @@ import torch
 
 from crossmodal.abdominal import PreparedVolume
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
-from crossmodal.training.distributed import bare
 from crossmodal.training.losses import dice_loss
+from crossmodal.training.trainer import NetworkTraining
 
 
 @dataclass(frozen=True)
@@ -90,36 +90,18 @@ class IntensityAugmentation:
         return images + strength * torch.randn(images.shape, generator=generator) + shift
 
 
-class DualStreamTrainer:
+class DualStreamTrainer(NetworkTraining):
     """The network, Adam at the paper's rate for its variant (1e-3 Individual / Joint, 1e-4 dual-stream), the step."""
 
     def __init__(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float | None = None) -> None:
-        self.name = f"DualStream-{config.variant}"
-        self.device = device
-        self.network = DualStreamFCN(config).to(device)
         rate = learning_rate if learning_rate is not None else (1e-3 if config.variant in ("Individual", "Joint") else 1e-4)
-        self.optimiser = torch.optim.Adam(self.network.parameters(), lr=rate, eps=1e-5)
+        super().__init__(DualStreamFCN(config), rate, device, adam_eps=1e-5)
+        self.name = f"DualStream-{config.variant}"
         self.augment = IntensityAugmentation()
 
     def train_step(self, batch: PatchBatch, generator: torch.Generator) -> dict[str, float]:
         self.network.train()
         images = self.augment(batch.images, generator).to(self.device)
         loss = dice_loss(self.network(images, batch.stream), batch.labels.to(self.device))
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimiser.step()
+        self._apply(loss, self.optimiser)
         return {"loss": loss.item(), "stream": float(batch.stream)}
-
-    @property
-    def module(self) -> DualStreamFCN:
-        """The network itself (``self.network`` may be its DDP replica while training distributed)."""
-        return bare(self.network)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)
-
-    def parts(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
-        return {"network": self.module, "optimiser": self.optimiser}

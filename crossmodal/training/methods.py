@@ -1,4 +1,4 @@
-"""The methods of MMSDNet's Table 1 that learn: MMSDNet, UNet-single, UNet-both, DualStream.
+"""Training methods for MMSDNet's cardiac task: the common :class:`Method` and MMSDNet itself.
 
 Every method trains from the same :class:`SampleSet` batches (with their per-sample flags saying
 which masks may be used) and predicts class probabilities for LGE slices, so one runner trains,
@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crossmodal.nets.blocks import UNet
-from crossmodal.nets.dualstream2d import DualStreamUNet
 from crossmodal.nets.mmsdnet import MaskDiscriminator, MMSDNet, MMSDNetConfig
 from crossmodal.training.cardiac_data import Augmentation, SampleSet
 from crossmodal.training.distributed import bare
@@ -27,6 +25,7 @@ from crossmodal.training.losses import (
     kl_divergence,
     one_hot,
 )
+from crossmodal.training.trainer import NetworkTraining
 
 
 @dataclass(frozen=True)
@@ -40,16 +39,13 @@ class LossWeights:
     z_reconstruction: float = 1.0
 
 
-class Method(ABC):
-    """Common parts: the network, Adam, augmentation, the device; subclasses say how to train and predict."""
+class Method(NetworkTraining, ABC):
+    """A Table-1 method: its network and Adam, augmentation; subclasses say how to train and predict."""
 
-    name: str
     outputs: tuple[str, ...]
 
     def __init__(self, network: nn.Module, learning_rate: float, device: torch.device) -> None:
-        self.device = device
-        self.network = network.to(device)
-        self.optimiser = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        super().__init__(network, learning_rate, device)
         self.augment = Augmentation()
 
     @abstractmethod
@@ -67,25 +63,6 @@ class Method(ABC):
     def _augmented(self, *pairs: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
         """Augment (image, mask) pairs with one shared draw per sample; flat list on the device."""
         return [t.to(self.device) for pair in self.augment(*pairs, generator=generator) for t in pair]
-
-    def _apply(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-
-    @property
-    def module(self) -> nn.Module:
-        """The network itself (``self.network`` may be its DDP replica while training distributed)."""
-        return bare(self.network)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)
-
-    def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        return {"network": self.module, "optimiser": self.optimiser}
 
 
 class MMSDNetMethod(Method):
@@ -151,62 +128,3 @@ class MMSDNetMethod(Method):
             out = self.module(cine[paired].to(self.device), lge[paired].to(self.device))
             multi[paired] = torch.softmax(out["logits_fused2"], dim=1).cpu()
         return {"MMSDNet-single": single, "MMSDNet-multi": multi}
-
-
-class UNetMethod(Method):
-    """A U-Net of MMSDNet's anatomy-encoder shape; ``both`` also learns from cine slices (mixed batches)."""
-
-    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, *, both: bool, learning_rate: float = 1e-4) -> None:
-        super().__init__(UNet(1, classes, filters, depth), learning_rate, device)
-        self.both = both
-        self.name = "UNet-both" if both else "UNet-single"
-        self.outputs = (self.name,)
-
-    def usable(self, samples: SampleSet) -> torch.Tensor:
-        return samples.has_lge_mask | (samples.has_cine if self.both else torch.zeros_like(samples.has_cine))
-
-    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
-        self.network.train()
-        images, masks = [batch.lge[batch.has_lge_mask]], [batch.lge_mask[batch.has_lge_mask]]
-        if self.both:
-            images.append(batch.cine[batch.has_cine])
-            masks.append(batch.cine_mask[batch.has_cine])
-        image, mask = self._augmented((torch.cat(images), torch.cat(masks)), generator=generator)
-        loss = dice_loss(self.network(image), mask)
-        self._apply(loss, self.optimiser)
-        return {"loss": loss.item()}
-
-    @torch.no_grad()
-    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.network.eval()
-        return {self.name: torch.softmax(self.module(lge.to(self.device)), dim=1).cpu()}
-
-
-class DualStreamMethod(Method):
-    """Two-stream U-Net (V4): cine through stream 0, LGE through stream 1, shared deepest scale."""
-
-    name = "DualStream"
-    outputs = ("DualStream",)
-
-    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, learning_rate: float = 1e-4) -> None:
-        super().__init__(DualStreamUNet(classes, filters, depth), learning_rate, device)
-
-    def usable(self, samples: SampleSet) -> torch.Tensor:
-        return samples.has_lge_mask | samples.has_cine
-
-    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
-        self.network.train()
-        loss = torch.zeros((), device=self.device)
-        for stream, (images, masks, keep) in enumerate(
-            ((batch.cine, batch.cine_mask, batch.has_cine), (batch.lge, batch.lge_mask, batch.has_lge_mask))
-        ):
-            if keep.any():
-                image, mask = self._augmented((images[keep], masks[keep]), generator=generator)
-                loss = loss + dice_loss(self.network(image, stream), mask)
-        self._apply(loss, self.optimiser)
-        return {"loss": loss.item()}
-
-    @torch.no_grad()
-    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.network.eval()
-        return {self.name: torch.softmax(self.module(lge.to(self.device), 1), dim=1).cpu()}

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from crossmodal.errors import InputError
 from crossmodal.image_io import atomic_output
+from crossmodal.training.distributed import bare
 
 
 class Stateful(Protocol):
@@ -44,6 +46,41 @@ class Trainable(Protocol):
     def parts(self) -> dict[str, Stateful]:
         """Everything whose state a resumed run needs: networks and optimisers, by name."""
         ...
+
+
+class NetworkTraining:
+    """One network and its Adam on a device, with what the loop needs to save and resume them.
+
+    ``self.network`` may be replaced by its DDP replica while training is distributed (see
+    :mod:`crossmodal.training.distributed`); weights and states are always those of the network itself.
+    """
+
+    name: str
+
+    def __init__(self, network: nn.Module, learning_rate: float, device: torch.device, adam_eps: float = 1e-8) -> None:
+        self.device = device
+        self.network = network.to(device)
+        self.optimiser = torch.optim.Adam(self.network.parameters(), lr=learning_rate, eps=adam_eps)
+
+    @staticmethod
+    def _apply(loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    @property
+    def module(self) -> nn.Module:
+        """The network itself (``self.network`` may be its DDP replica while training distributed)."""
+        return bare(self.network)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)
+
+    def parts(self) -> dict[str, Stateful]:
+        return {"network": self.module, "optimiser": self.optimiser}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""The learning baselines of MMSDNet's Table 1, used only by its reproduction: 2-D U-Nets trained on the
+LGE alone (UNet-single) or on LGE and cine slices (UNet-both), and a two-stream 2-D U-Net (the dual-stream
+paper's V4, cine and LGE as its streams: "DualStream").
+
+Each is a :class:`~crossmodal.training.methods.Method`, so the reproduction trains, validates and tests
+them exactly as it does MMSDNet, on the same splits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from crossmodal.nets.blocks import UNet, UNetDecoder, UNetEncoder, check_input, double_conv
+from crossmodal.training.cardiac_data import SampleSet
+from crossmodal.training.losses import dice_loss
+from crossmodal.training.methods import Method
+
+
+class DualStreamUNet(nn.Module):
+    """``forward(image, stream)``: stream 0 or 1 picks the modality's encoder and decoder."""
+
+    def __init__(self, classes: int, filters: int = 64, depth: int = 4, streams: int = 2) -> None:
+        super().__init__()
+        self.depth = depth
+        self.encoders = nn.ModuleList(UNetEncoder(1, filters, depth - 1) for _ in range(streams))
+        widths = [filters * 2**level for level in range(depth + 1)]
+        self.shared = double_conv(widths[-2], widths[-1])
+        self.decoders = nn.ModuleList(UNetDecoder(widths) for _ in range(streams))
+        self.heads = nn.ModuleList(nn.Conv2d(filters, classes, 1) for _ in range(streams))
+
+    def forward(self, image: torch.Tensor, stream: int) -> torch.Tensor:
+        check_input(image, 1, 2**self.depth, f"stream {stream}")
+        features = self.encoders[stream](image)
+        features.append(self.shared(F.max_pool2d(features[-1], 2)))
+        return self.heads[stream](self.decoders[stream](features))
+
+
+class UNetMethod(Method):
+    """A U-Net of MMSDNet's anatomy-encoder shape; ``both`` also learns from cine slices (mixed batches)."""
+
+    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, *, both: bool, learning_rate: float = 1e-4) -> None:
+        super().__init__(UNet(1, classes, filters, depth), learning_rate, device)
+        self.both = both
+        self.name = "UNet-both" if both else "UNet-single"
+        self.outputs = (self.name,)
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        return samples.has_lge_mask | (samples.has_cine if self.both else torch.zeros_like(samples.has_cine))
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        self.network.train()
+        images, masks = [batch.lge[batch.has_lge_mask]], [batch.lge_mask[batch.has_lge_mask]]
+        if self.both:
+            images.append(batch.cine[batch.has_cine])
+            masks.append(batch.cine_mask[batch.has_cine])
+        image, mask = self._augmented((torch.cat(images), torch.cat(masks)), generator=generator)
+        loss = dice_loss(self.network(image), mask)
+        self._apply(loss, self.optimiser)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        return {self.name: torch.softmax(self.module(lge.to(self.device)), dim=1).cpu()}
+
+
+class DualStreamMethod(Method):
+    """Two-stream U-Net (V4): cine through stream 0, LGE through stream 1, shared deepest scale."""
+
+    name = "DualStream"
+    outputs = ("DualStream",)
+
+    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, learning_rate: float = 1e-4) -> None:
+        super().__init__(DualStreamUNet(classes, filters, depth), learning_rate, device)
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        return samples.has_lge_mask | samples.has_cine
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        self.network.train()
+        loss = torch.zeros((), device=self.device)
+        for stream, (images, masks, keep) in enumerate(
+            ((batch.cine, batch.cine_mask, batch.has_cine), (batch.lge, batch.lge_mask, batch.has_lge_mask))
+        ):
+            if keep.any():
+                image, mask = self._augmented((images[keep], masks[keep]), generator=generator)
+                loss = loss + dice_loss(self.network(image, stream), mask)
+        self._apply(loss, self.optimiser)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        return {self.name: torch.softmax(self.module(lge.to(self.device), 1), dim=1).cpu()}
