@@ -54,8 +54,8 @@ def oblique_volume(
 
 def write_dicom_series(volume: sitk.Image, folder: Path, series: str = "1.2.826.0.1.3680043.2.1125.1.99", skip: tuple[int, ...] = (),
                        modality: str = "MR", tags: dict[str, str] | None = None) -> Path:
-    """``volume`` as a DICOM series written slice by slice with its geometry tags, as a scanner would
-    (slices in ``skip`` left out, as in an incomplete export)."""
+    """``volume`` as a DICOM series written slice by slice with its geometry tags and one study and frame of
+    reference, as a scanner would (slices in ``skip`` left out, as in an incomplete export)."""
     folder.mkdir(parents=True, exist_ok=True)
     direction = volume.GetDirection()
     writer = sitk.ImageFileWriter()
@@ -66,6 +66,10 @@ def write_dicom_series(volume: sitk.Image, folder: Path, series: str = "1.2.826.
         position = volume.TransformIndexToPhysicalPoint((0, 0, k))
         for tag, value in {
             "0020|000e": series,
+            "0020|000d": f"{series}.1",
+            "0020|0052": f"{series}.2",
+            "0008|0018": f"{series}.3.{k + 1}",
+            "0010|0020": "PHANTOM",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{x:.6f}" for x in position),
             "0020|0037": "\\".join(f"{x:.8f}" for x in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),

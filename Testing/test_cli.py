@@ -159,7 +159,9 @@ def test_a_swapped_or_doubled_cardiac_pair_is_said(catalog, pair, tmp_path, caps
     assert main(["segment", "--lge", str(series), "--cine", str(pair["cine"]), "--out", str(tmp_path / "a"), "--events", "jsonl"]) == 0
     warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
     assert f"{series}: the LGE was acquired without an inversion pulse (Scanning Sequence GR, no Inversion Time)" in warnings[0]
-    assert json.loads((tmp_path / "a" / "segment.json").read_text())["warnings"] == warnings
+    summary = json.loads((tmp_path / "a" / "segment.json").read_text())
+    assert summary["warnings"] == warnings
+    assert Path(summary["outputs"]["segmentation"]).name == "segmentation.dcm"  # the fused LGE mask, referencing the LGE series
     assert main(["segment", "--lge", str(pair["lge"]), "--cine", str(pair["lge"]), "--out", str(tmp_path / "b"), "--events", "jsonl"]) == 0
     warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
     assert f"{pair['lge']} and {pair['lge']} hold the same image: the cine and the LGE must be two acquisitions" in warnings

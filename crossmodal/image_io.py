@@ -244,7 +244,9 @@ def _stored_size(path: Path) -> int:
         return int.from_bytes(file.read(4), "little")
 
 
-def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
+def dicom_series_files(folder: PathLike, series_id: str | None = None) -> tuple[str, ...]:
+    """The files of the folder's (only, or chosen) DICOM series, in the slice order the volume has."""
+    folder = Path(folder)
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise InputError(folder, "is a folder without a DICOM series")
@@ -254,16 +256,20 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
         series_id = series[0]
     elif series_id not in series:
         raise InputError(folder, f"has no DICOM series {series_id}; it has {', '.join(series)}")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)
+    return sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)
+
+
+def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
+    files = dicom_series_files(folder, series_id)
     try:
-        _check_slice_positions(files, folder, series_id)
+        _check_slice_positions(files, folder)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         image = reader.Execute()
         _keep_series_tags(image, files[0])
         return image
     except RuntimeError as error:
-        raise InputError(folder, f"DICOM series {series_id} could not be read ({error_line(error)})") from None
+        raise InputError(folder, f"DICOM series could not be read ({error_line(error)})") from None
 
 
 SERIES_TAGS = ("0008|0060", "0018|0015", "0008|103e", "0018|0020", "0018|0082")
@@ -281,7 +287,7 @@ def _keep_series_tags(image: sitk.Image, first_slice: str) -> None:
             image.SetMetaData(tag, header.GetMetaData(tag))
 
 
-def _check_slice_positions(files: tuple[str, ...], folder: Path, series_id: str) -> None:
+def _check_slice_positions(files: tuple[str, ...], folder: Path) -> None:
     """Refuse a series whose slices are not evenly spaced along their normal (a missing slice, or two at one
     position): ITK would read it with one average spacing, and every structure beyond the gap would be misplaced."""
     if len(files) < 3:
@@ -302,7 +308,7 @@ def _check_slice_positions(files: tuple[str, ...], folder: Path, series_id: str)
     uneven = np.abs(steps - step) > max(0.01, 0.05 * step)
     if step <= 0 or uneven.any():
         where = int(np.argmax(uneven)) if uneven.any() else 0
-        raise InputError(folder, f"DICOM series {series_id} has unevenly spaced slices ({steps[where]:.2f} mm after slice {where + 1}, "
+        raise InputError(folder, f"DICOM series has unevenly spaced slices ({steps[where]:.2f} mm after slice {where + 1}, "
                                  f"{step:.2f} mm elsewhere): a slice is missing or repeated; export the complete series")
 
 

@@ -7,7 +7,8 @@ A folder holds, besides ``segment.json`` (:data:`SUMMARY_FILE`, written last, li
 * cardiac: one mask per result name (``seg_fused_lge.nii.gz`` for "fused LGE"), the anatomy factors of
   each modality (``anatomy_lge.nii.gz``), the TPS alignment (:data:`ALIGNMENT_FILE`);
 * abdominal: the organs (:data:`ORGANS_FILE`);
-* with ``--report``: the QA page (:data:`REPORT_FILE`).
+* with ``--report``: the QA page (:data:`REPORT_FILE`);
+* when the segmented image is a DICOM series: the main result as a DICOM SEG (:data:`DICOM_SEG_FILE`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ALIGNMENT_FILE = "tps_lge_to_cine.nrrd"
 ORGANS_FILE = "organs.nii.gz"
 SUMMARY_FILE = "segment.json"
 REPORT_FILE = "report.html"
+DICOM_SEG_FILE = "segmentation.dcm"
+"""The main result as a DICOM Segmentation referencing the segmented DICOM series (when that input is one)."""
 MASK_TITLES = {"fused LGE": "fused (cine + LGE)", "LGE": "LGE only", "cine": "cine"}
 """How the masks a reader compares are called where people read them (panel node names, the demo's table)."""
 

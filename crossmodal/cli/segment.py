@@ -17,12 +17,12 @@ from crossmodal.devices import DEVICES, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, read_cine_frame, read_image, require_signal, writable_folder, write_image
-from crossmodal.labels import ABDOMEN
+from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
 from crossmodal.output_set import OutputSet
 from crossmodal.plausibility import abdominal_warnings, acquisition_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
-from crossmodal.segment_outputs import ALIGNMENT_FILE, ORGANS_FILE, REPORT_FILE, SUMMARY_FILE, SegmentOutput, anatomy_file, mask_file
+from crossmodal.segment_outputs import ALIGNMENT_FILE, DICOM_SEG_FILE, ORGANS_FILE, REPORT_FILE, SUMMARY_FILE, SegmentOutput, anatomy_file, mask_file
 
 
 @dataclass
@@ -42,6 +42,9 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     add_input_arguments(segment)
     segment.add_argument("--out", required=True, type=Path, help="output folder (created); inputs are never overwritten")
     segment.add_argument("--report", action="store_true", help="also write the visual QA report (" + REPORT_FILE + ")")
+    segment.add_argument("--format", choices=FORMATS, default="auto",
+                         help=f"besides the NIfTI masks, a DICOM Segmentation ({DICOM_SEG_FILE}) referencing the segmented DICOM series: "
+                              "auto (when that input is a DICOM series folder; default), dicom-seg (required), nifti (never)")
     segment.set_defaults(run=run_segment)
     report = commands.add_parser("report", parents=[common], help="write the visual QA report (HTML) of inputs, or of a segment output folder",
                                  description="Segment the inputs (or read what `segment` wrote, with --from) and write a self-contained HTML "
@@ -114,6 +117,29 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     return Segmentation("cardiac", card, result, images, inputs, reference)
 
 
+FORMATS = ("auto", "dicom-seg", "nifti")
+
+
+def dicom_seg_source(args: argparse.Namespace, result: CardiacResult | AbdominalResult | None = None) -> tuple[Path, str] | None:
+    """The DICOM series folder a DICOM SEG of this run would reference and the result it would hold (the fused LGE
+    mask, else the LGE's, else the cine's; the organs), or None when none is wanted or possible. Before any work
+    (``result`` None), a SEG required of a non-DICOM input is refused."""
+    if args.format == "nifti":
+        return None
+    if args.image is not None:
+        role, name = "image", ORGANS_FILE
+    else:
+        name = next((n for n in ("fused LGE", "LGE", "cine") if result is None or n in result.masks), None)
+        role = "cine" if name == "cine" or args.lge is None else "lge"
+    source = getattr(args, role)
+    if not source.is_dir() or (role == "cine" and args.cine_frame != 0):
+        if args.format == "dicom-seg":
+            raise InputError("--format dicom-seg", f"a DICOM SEG references the DICOM series it segments, and --{role} {source} is "
+                                                   f"{'one frame of a cine' if source.is_dir() else 'not a DICOM series folder'}")
+        return None
+    return source, name
+
+
 def check_output_folder(folder: Path, planned: list[Path], inputs: dict[str, Path]) -> None:
     """Create ``folder`` and make sure it is writable and that no planned output is an input."""
     writable_folder(folder)
@@ -143,6 +169,7 @@ def require_report_inputs(args: argparse.Namespace) -> None:
 def run_segment(args: argparse.Namespace, events: Events) -> int:
     if args.report:
         require_report_inputs(args)
+    dicom_seg_source(args)
     segmentation = segment_inputs(args, events)
     files: dict[str, sitk.Image] = {}
     summary: dict = {"task": segmentation.task, "model": segmentation.card.id, "model_version": segmentation.card.version,
@@ -169,17 +196,43 @@ def run_segment(args: argparse.Namespace, events: Events) -> int:
     else:
         files[ORGANS_FILE] = result.labels
         summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
-    names = [*files, SUMMARY_FILE, *([REPORT_FILE] if args.report else [])]
+    seg = dicom_seg_export(args, segmentation, files, events)
+    names = [*files, *([DICOM_SEG_FILE] if seg else []), SUMMARY_FILE, *([REPORT_FILE] if args.report else [])]
     check_output_folder(args.out, [args.out / n for n in names], segmentation.inputs)
     summary["warnings"] = list(events.warnings)
     with OutputSet(args.out, SUMMARY_FILE) as out:
         for name, image in files.items():
             out.write(name, lambda path, image=image: write_image(image, path))
+        if seg:
+            out.write(DICOM_SEG_FILE, seg)
         if args.report:
             out.write_text(REPORT_FILE, html_report(segmentation, events.warnings, summary))
         outputs = out.commit(summary)
     events.result(outputs, **summary)
     return 0
+
+
+def dicom_seg_export(args: argparse.Namespace, segmentation: Segmentation, files: dict[str, sitk.Image], events: Events):
+    """This run's DICOM SEG as a writer of a path, or None where there is none; where one was possible but cannot be
+    made (nothing found, a series highdicom cannot reference), a warning says why, or, when required, a refusal."""
+    source = dicom_seg_source(args, segmentation.result)
+    if source is None:
+        return None
+    from crossmodal.dicom_seg import dicom_seg  # highdicom only where a DICOM SEG is written (not needed inside Slicer)
+
+    series, name = source
+    labels = files[ORGANS_FILE] if name == ORGANS_FILE else files[mask_file(name)]
+    try:
+        seg = dicom_seg(labels, ABDOMEN if name == ORGANS_FILE else CARDIAC_MYO_LV, series, model=segmentation.card.id, version=segmentation.card.version)
+    except InputError as error:
+        if args.format == "dicom-seg":
+            raise
+        events.warning(f"no {DICOM_SEG_FILE} was written: {error}")
+        return None
+    if seg is None:
+        events.warning(f"no {DICOM_SEG_FILE} was written: nothing was found to put in it")
+        return None
+    return lambda path: seg.save_as(path)
 
 
 def run_report(args: argparse.Namespace, events: Events) -> int:
