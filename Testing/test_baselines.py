@@ -29,8 +29,10 @@ def test_copied_masks_are_the_cine_masks_where_a_cine_slice_exists(patient):
     assert not copied[~patient.paired].any()
 
 
-def test_registration_recovers_most_of_the_breath_hold_misalignment(patient):
-    copied, registered = native_dice(patient, copy_masks(patient)), native_dice(patient, register_masks(patient, spacing_mm=2.0))
-    # Measured: copy MYO 0.59; registered 0.69-0.72 over repeated runs (ANTs samples randomly across threads).
+def test_registration_recovers_most_of_the_breath_hold_misalignment_and_repeats_itself(patient):
+    moved = register_masks(patient, spacing_mm=2.0)
+    assert np.array_equal(register_masks(patient, spacing_mm=2.0), moved)  # one seed, one ITK thread: the same result
+    copied, registered = native_dice(patient, copy_masks(patient)), native_dice(patient, moved)
+    # Measured (seed 1): copied myocardium 0.59 / LV 0.82, registered 0.72 / 0.87 (before the seed took: 0.66-0.72 / 0.84-0.87).
     assert copied["myocardium"] < 0.65
     assert registered["myocardium"] > copied["myocardium"] + 0.05 and registered["left ventricle"] > copied["left ventricle"] + 0.02

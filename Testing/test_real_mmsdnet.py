@@ -74,7 +74,6 @@ def test_registration_baseline_repairs_a_large_shift_that_copying_cannot(case, t
     patient = load_patient(shifted_cine_case(case, tmp_path, (30.0, -20.0)), config)
     copied, registered = native(patient, copy_masks(patient)), native(patient, register_masks(patient, spacing_mm=2.0))
     assert copied["myocardium"] < 0.2
-    # ANTs samples randomly over several threads: MYO Dice varies by about +/- 0.04 from run to run.
     assert registered["myocardium"] > copied["myocardium"] + 0.15 and registered["left ventricle"] > copied["left ventricle"] + 0.2, (copied, registered)
 
 
