@@ -26,12 +26,16 @@ EXIT_INPUT_ERROR = 2
 """Bad input or usage (also argparse's own code)."""
 EXIT_CANCELLED = 3
 """Stopped by SIGINT/SIGTERM; a training wrote its checkpoint first (continue it with ``--resume``)."""
+EXIT_SOME_FAILED = 4
+"""``segment --batch`` ran every case, but some failed (named in warnings and in its summary)."""
 
-EPILOG = """exit codes: 0 done, 1 internal error, 2 bad input or usage, 3 cancelled (SIGINT/SIGTERM; training checkpointed)
+EPILOG = """exit codes: 0 done, 1 internal error, 2 bad input or usage, 3 cancelled (SIGINT/SIGTERM; training checkpointed),
+  4 segment --batch: some cases failed (the others are done; see its summary)
 
 examples:
   crossmodal segment --lge patient1_DE.nii.gz --cine patient1_C0.nii.gz --out results/patient1 --report
   crossmodal segment --image ct.nii.gz --out results/ct1
+  crossmodal segment --batch /data/MS-CMRSeg --out results/all --report
   crossmodal train --config mmsdnet-mscmrseg --id my-mmsdnet --data /data/MS-CMRSeg
   crossmodal evaluate --predictions results/preds --references /data/labels
   crossmodal models"""

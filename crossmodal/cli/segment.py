@@ -40,6 +40,8 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     segment = commands.add_parser("segment", parents=[common], help="segment a cine + LGE pair, a cine or an LGE, or a CT/MR volume",
                                   description="Segment images and write the masks as files on each input's own voxel grid.")
     add_input_arguments(segment)
+    segment.add_argument("--batch", type=Path, metavar="FOLDER",
+                         help="segment every case of a folder (MS-CMRSeg, nnU-Net raw, or plain images) into --out/<case>, with a summary table")
     segment.add_argument("--out", required=True, type=Path, help="output folder (created); inputs are never overwritten")
     segment.add_argument("--report", action="store_true", help="also write the visual QA report (" + REPORT_FILE + ")")
     segment.add_argument("--format", choices=FORMATS, default="auto",
@@ -167,6 +169,14 @@ def require_report_inputs(args: argparse.Namespace) -> None:
 
 
 def run_segment(args: argparse.Namespace, events: Events) -> int:
+    if args.batch is not None:
+        from crossmodal.cli.batch import run_batch  # it segments each case with segment_one below
+
+        return run_batch(args, events, segment_one)
+    return segment_one(args, events)
+
+
+def segment_one(args: argparse.Namespace, events: Events) -> int:
     if args.report:
         require_report_inputs(args)
     dicom_seg_source(args)
