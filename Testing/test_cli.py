@@ -49,7 +49,9 @@ def pair(tmp_path_factory) -> dict[str, Path]:
 
 def test_training_writes_a_bundle_with_events_and_no_leftover_checkpoint(models, tmp_path, phantom_mscmrseg, capsys):
     bundle = models["cardiac"]
-    assert sorted(p.name for p in bundle.iterdir()) == ["card.json", "model.pt", "recipe.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["card.json", "model.pt", "progress.csv", "progress.png", "recipe.json"]
+    rows = (bundle / "progress.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and rows[0].endswith(",validation") and len(rows) == 1 + 4  # every step of the tiny training
     card = json.loads((bundle / "card.json").read_text())
     assert card["architecture"] == "MMSDNet" and card["training"]["steps"] == 4 and card["validation"]["patients"] == [1]
     code = main(["train", "--config", str(write_config(tmp_path, TINY_MMSDNET, steps=2)), "--data", str(phantom_mscmrseg),
@@ -60,7 +62,8 @@ def test_training_writes_a_bundle_with_events_and_no_leftover_checkpoint(models,
     assert kinds[0] == "start" and kinds[-1] == "result" and "metrics" in kinds
     training = [e for e in events if e["type"] == "progress" and e["stage"] == "training"]
     assert [e["done"] for e in training] == [1, 2] and training[-1]["total"] == 2
-    assert events[-1]["outputs"] == {"bundle": str(tmp_path / "m")}
+    assert events[-1]["outputs"] == {"bundle": str(tmp_path / "m"), "curves_csv": str(tmp_path / "m" / "progress.csv"),
+                                     "curves_png": str(tmp_path / "m" / "progress.png")}
 
 
 def test_training_refuses_to_overwrite_and_checks_its_recipe(models, tmp_path, phantom_mscmrseg, capsys):
@@ -192,6 +195,9 @@ def test_report_of_a_pair_has_every_panel_and_the_reference_dice(catalog, pair, 
         assert page.count(f"<figcaption>{caption}") >= slices - 2, caption
     assert page.count("channel ") >= 16 and "Against the reference" in page and "HD95" in page
     assert page.count("data:image/png;base64,") > 5 * slices
+    model = page[page.index("<h2>The model</h2>"):]  # the card's own figures: its validation Dice and its training curves
+    assert "tiny-mmsdnet 1.0.0 (MMSDNet)" in model and "the weights of step" in model
+    assert "<th>myocardium</th>" in model and "How its training went" in model
 
 
 @pytest.mark.parametrize(

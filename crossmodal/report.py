@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from crossmodal.geometry import Grid, resample
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.qa import MaskScores, disagreeing_slices, reference_rows
 from crossmodal.scoring import foreground_dice, score_images
+from crossmodal.training.curves import CURVES_PNG
 
 GRID_STEP_PX = 8
 
@@ -85,6 +87,33 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def model_section(card: ModelCard, folder: Path | None) -> str:
+    """The model card's own figures, so a reader judges the result against what the model reached on its
+    validation cases: what it was trained on and for how long, its validation Dice, its training curves."""
+    training = card.training
+    trained_on = training.get("data", "")
+    facts = [f"{html.escape(card.id)} {html.escape(card.version)} ({html.escape(card.architecture)})",
+             f"trained on {html.escape(json.dumps(trained_on) if isinstance(trained_on, dict) else str(trained_on))}"]
+    if "steps" in training:
+        facts.append(f"{training['steps']} steps, the weights of step {training.get('best_step', '?')} kept, "
+                     f"{training.get('seconds', '?')} s on {training.get('device', '?')}")
+    scores = next((v for k, v in card.validation.items() if k.startswith("dice") and isinstance(v, dict)), {})
+    flat = []
+    for case, value in scores.items():
+        nested = all(isinstance(v, dict) for v in value.values())
+        flat += [(f"{case} {name}", cells) for name, cells in value.items()] if nested else [(case, value)]
+    columns = list(dict.fromkeys(k for _, cells in flat for k in cells))
+    rows = [[case, *(cells.get(c, "") for c in columns)] for case, cells in flat]
+    parts = ["<h2>The model</h2>", f"<p>{'; '.join(facts)}.</p>"]
+    if rows:
+        parts += ["<h3>Its validation Dice (cases it never trained on)</h3>", table(["case", *columns], rows)]
+    curves = None if folder is None else Path(folder) / CURVES_PNG
+    if curves is not None and curves.is_file():
+        parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(curves.read_bytes()).decode()}" '
+                     'style="image-rendering:auto;max-width:100%"><figcaption>How its training went (progress.png of the bundle)</figcaption></figure>')
+    return "".join(parts)
 
 
 def page(title: str, sections: Sequence[str], warnings: Sequence[str] = ()) -> str:
@@ -154,7 +183,7 @@ def reference_table(scores: MaskScores) -> str:
 
 def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, cine: sitk.Image | None = None,
                    reference: sitk.Image | None = None, scores: dict | None = None, agreement: list[float | None] | None = None,
-                   warnings: Sequence[str] = (), title: str = "MultiModalSeg QA") -> tuple[str, list[int]]:
+                   warnings: Sequence[str] = (), title: str = "MultiModalSeg QA", model_folder: Path | None = None) -> tuple[str, list[int]]:
     """The QA page, and the flagged slice indices (LGE-only and fused masks disagree).
 
     ``scores`` (:func:`reference_scores` against ``reference``) and ``agreement`` (:func:`slice_agreement`)
@@ -192,7 +221,8 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
     summary = f"<p>{len(stack.slices)} LGE slices, {int(stack.paired.sum())} paired with a cine slice. Model {html.escape(card.id)} {html.escape(card.version)}.</p>"
     if flagged:
         summary += f'<p class="flag">Flagged slices: {", ".join(map(str, flagged))}</p>'
-    sections = [summary, *sections, anatomy_montage(result, card.hyperparameters["anatomy_channels"]), "<h2>Slices</h2>", *slices]
+    sections = [summary, *sections, anatomy_montage(result, card.hyperparameters["anatomy_channels"]), "<h2>Slices</h2>", *slices,
+                model_section(card, model_folder)]
     return page(title, sections, warnings), flagged
 
 
@@ -228,10 +258,11 @@ def orthogonal_views(image: sitk.Image, labels: sitk.Image, colours: Colours) ->
     return [(name, contours(grey(v), o, colours)) for name, v, o in views]
 
 
-def abdominal_report(result: AbdominalResult, card: ModelCard, image: sitk.Image, *, warnings: Sequence[str] = (), title: str = "DualStreamSeg QA") -> str:
+def abdominal_report(result: AbdominalResult, card: ModelCard, image: sitk.Image, *, warnings: Sequence[str] = (), title: str = "DualStreamSeg QA",
+                     model_folder: Path | None = None) -> str:
     colours = label_colours(card)
     volumes = table(["organ", "volume (mL)"], [[name, float(ml)] for name, ml in result.volumes_ml.items()])
     panels = "".join(figure(rgb, name) for name, rgb in orthogonal_views(image, result.labels, colours))
     summary = (f"<p>Modality {result.modality} ({html.escape(result.modality_from)}). Model {html.escape(card.id)} {html.escape(card.version)}, "
                f"stream {result.modality}.</p>")
-    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Orthogonal views</h2>", panels], warnings)
+    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Orthogonal views</h2>", panels, model_section(card, model_folder)], warnings)

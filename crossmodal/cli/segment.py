@@ -34,6 +34,8 @@ class Segmentation:
     inputs: dict[str, Path]
     """Role ("lge", "cine", "reference", "image") -> the file given: never overwritten, and recorded in ``segment.json``."""
     reference: sitk.Image | None = None
+    model_folder: Path | None = None
+    """The bundle the model came from (its training curves go into the QA report)."""
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -95,11 +97,12 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     device = pick_device(args.device)
     if args.image is not None:
         image = read_intensity_image(args.image)
-        card, network = load_bundle(find_model(args.model, "abdominal"), device)
+        folder = find_model(args.model, "abdominal")
+        card, network = load_bundle(folder, device)
         result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image), progress=inference_progress(events))
         for warning in abdominal_warnings(image, result.labels, ABDOMEN, result.volumes_ml, str(args.image)):
             events.warning(warning)
-        return Segmentation("abdominal", card, result, {"image": image}, {"image": args.image})
+        return Segmentation("abdominal", card, result, {"image": image}, {"image": args.image}, model_folder=folder)
     images = {}
     if args.lge is not None:
         images["LGE"] = read_intensity_image(args.lge)
@@ -111,12 +114,13 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     reference = require_reference(read_image(args.reference), args.reference, images["LGE"]) if args.reference is not None else None
     for warning in acquisition_warnings(images, {role: str(getattr(args, role.lower())) for role in images}):
         events.warning(warning)
-    card, network = load_bundle(find_model(args.model, "cardiac"), device)
+    folder = find_model(args.model, "cardiac")
+    card, network = load_bundle(folder, device)
     result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device, progress=inference_progress(events))
     for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine")):
         events.warning(warning)
     inputs = {role: path for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference)) if path is not None}
-    return Segmentation("cardiac", card, result, images, inputs, reference)
+    return Segmentation("cardiac", card, result, images, inputs, reference, folder)
 
 
 FORMATS = ("auto", "dicom-seg", "nifti")
@@ -154,11 +158,12 @@ def check_output_folder(folder: Path, planned: list[Path], inputs: dict[str, Pat
 def html_report(segmentation: Segmentation, warnings: list[str], summary: dict | None = None) -> str:
     """The QA page, ``warnings`` at its top; ``summary`` (of ``segment``) supplies the Dice and slice agreement already computed."""
     if segmentation.task == "abdominal":
-        return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"], warnings=warnings)
+        return abdominal_report(segmentation.result, segmentation.card, segmentation.images["image"], warnings=warnings,
+                                model_folder=segmentation.model_folder)
     summary = summary or {}
     text, _ = cardiac_report(segmentation.result, segmentation.card, lge=segmentation.images.get("LGE"), cine=segmentation.images.get("cine"),
                              reference=segmentation.reference, scores=summary.get("dice"), agreement=summary.get("slice_agreement"),
-                             warnings=warnings)
+                             warnings=warnings, model_folder=segmentation.model_folder)
     return text
 
 
@@ -270,7 +275,8 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     written = SegmentOutput.read(folder)
     summary, task = written.summary, written.summary["task"]
     inputs = summary.get("inputs", {})
-    card = read_card(find_model(summary["model"], task))
+    model_folder = find_model(summary["model"], task)
+    card = read_card(model_folder)
 
     def output(name: str, components: int = 1) -> sitk.Image:
         path = written.path(name)
@@ -282,7 +288,7 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     if task == "abdominal":
         image = read_image(inputs["image"])
         result = AbdominalResult(output(ORGANS_FILE), summary["modality"], summary["modality_from"], summary["volumes_ml"])
-        return Segmentation(task, card, result, {"image": image}, paths), summary
+        return Segmentation(task, card, result, {"image": image}, paths, model_folder=model_folder), summary
     images = {"LGE": read_image(inputs["lge"])} if "lge" in inputs else {}
     if "cine" in inputs:
         images["cine"] = read_cine_frame(inputs["cine"], inputs.get("cine_frame", 0))
@@ -293,4 +299,4 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     if written.path(ALIGNMENT_FILE) is not None:
         result.displacement = output(ALIGNMENT_FILE, components=3)
     reference = read_image(inputs["reference"]) if "reference" in inputs else None
-    return Segmentation(task, card, result, images, paths, reference), summary
+    return Segmentation(task, card, result, images, paths, reference, model_folder), summary

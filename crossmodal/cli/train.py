@@ -2,7 +2,8 @@
 
 The output folder holds, while training runs, ``recipe.json`` (the resolved recipe) and
 ``checkpoint.pt`` (written atomically every ``checkpoint_every`` steps and on SIGINT/SIGTERM); when
-training ends, the bundle (``model.pt`` + ``card.json``) is written and the checkpoint removed.
+training ends, the bundle (``model.pt`` + ``card.json``, and how training went: ``progress.png`` and
+``progress.csv``) is written and the checkpoint removed.
 ``--resume`` continues from the checkpoint with the same recipe. Under ``torchrun`` every process
 trains one replica with DistributedDataParallel; only the first writes checkpoints and the bundle.
 """
@@ -25,6 +26,7 @@ from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, writable_folder
 from crossmodal.jobs import STOP_SIGNALS
 from crossmodal.training import distributed
+from crossmodal.training.curves import write_curves
 from crossmodal.training.recipes import read_recipe
 from crossmodal.training.trainer import Checkpointing, train
 
@@ -123,6 +125,8 @@ def run_train(args: argparse.Namespace, events: Events) -> int:
         if rank != 0:
             return 0
         card = save_bundle(out, job.network, job.card(result))
+        curves = write_curves(result.history, out, f"{card.id} ({card.architecture}, {result.last_step} steps)", result.best_step)
         (out / CHECKPOINT).unlink(missing_ok=True)
-    events.result({"bundle": str(out)}, id=card.id, best_step=result.best_step, seconds=round(result.seconds, 1), validation=card.validation)
+    outputs = {"bundle": str(out), **{name: str(path) for name, path in curves.items()}}
+    events.result(outputs, id=card.id, best_step=result.best_step, seconds=round(result.seconds, 1), validation=card.validation)
     return 0

@@ -1,0 +1,83 @@
+"""How a training went, as nnU-Net's ``progress.png``: the loss terms per step (with a running mean) and
+the validation score, the kept step marked; and the data behind them as CSV. ``train`` writes both into
+the bundle, the QA report shows the picture beside the model card's validation scores.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from crossmodal.image_io import atomic_output
+
+CURVES_PNG, CURVES_CSV = "progress.png", "progress.csv"
+SMOOTHING_STEPS = 50
+"""Window of the running mean drawn over each (noisy) loss term."""
+
+
+def history_columns(history: list[dict]) -> list[str]:
+    """"step", every loss term in order of first appearance, then "validation" where there was one."""
+    keys = list(dict.fromkeys(key for event in history for key in event))
+    terms = [k for k in keys if k not in ("step", "validation", "stream")]
+    return ["step", *terms, *(["validation"] if "validation" in keys else [])]
+
+
+def write_curves(history: list[dict], folder: Path, title: str, best_step: int | None = None) -> dict[str, Path]:
+    """``progress.csv`` always, ``progress.png`` where matplotlib is installed (inside Slicer it may not be)."""
+    columns = history_columns(history)
+    with atomic_output(folder / CURVES_CSV) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    written = {"curves_csv": folder / CURVES_CSV}
+    try:
+        import matplotlib
+    except ImportError:
+        return written
+    matplotlib.use("Agg")
+    with atomic_output(folder / CURVES_PNG) as partial:
+        draw_curves(history, columns, title, best_step).savefig(partial, format="png", dpi=100)
+    written["curves_png"] = folder / CURVES_PNG
+    return written
+
+
+def draw_curves(history: list[dict], columns: list[str], title: str, best_step: int | None):
+    """The figure: losses on a log scale (faint per step, a running mean on top), validation below it."""
+    from matplotlib.figure import Figure
+
+    validated = [e for e in history if "validation" in e]
+    figure = Figure(figsize=(9, 6.5 if validated else 4), layout="constrained")
+    axes = figure.subplots(2 if validated else 1, 1, sharex=True, squeeze=False)[:, 0]
+    steps = np.array([e["step"] for e in history])
+    for term in [c for c in columns if c not in ("step", "validation")]:
+        values = np.array([e.get(term, np.nan) for e in history], float)
+        line = axes[0].plot(steps, values, alpha=0.25, linewidth=0.8)[0]
+        window = min(SMOOTHING_STEPS, max(1, len(values) // 10))
+        axes[0].plot(steps, _running_mean(values, window), color=line.get_color(), linewidth=1.8, label=term)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(loc="upper right", fontsize="small", ncols=2)
+    axes[0].set_title(title)
+    if validated:
+        axes[1].plot([e["step"] for e in validated], [e["validation"] for e in validated], "o-", color="black", markersize=3, label="validation")
+        if best_step is not None:
+            axes[1].axvline(best_step, color="tab:green", linestyle="--", label=f"kept: step {best_step}")
+        axes[1].set_ylabel("validation (mean Dice)")
+        axes[1].legend(loc="lower right", fontsize="small")
+    axes[-1].set_xlabel("step")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    return figure
+
+
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` finite values at each step (the first steps average what there is)."""
+    finite = np.where(np.isfinite(values), values, 0.0)
+    counts = np.cumsum(np.isfinite(values))
+    sums = np.cumsum(finite)
+    lagged_sums = np.concatenate([np.zeros(window), sums[:-window]]) if len(values) > window else np.zeros_like(sums)
+    lagged_counts = np.concatenate([np.zeros(window), counts[:-window]]) if len(values) > window else np.zeros_like(counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums - lagged_sums) / (counts - lagged_counts)
