@@ -63,3 +63,16 @@ def test_intensity_resampling_anti_aliases():
     smooth = sitk.GetArrayFromImage(resample(image, coarse_grid))
     aliased = sitk.GetArrayFromImage(resample(image, coarse_grid, anti_aliasing=False))
     assert smooth[:, 2:-2, 2:-2].std() < 5 < aliased.std()
+
+
+def test_disjoint_fields_of_view_are_told_and_overlapping_ones_never(oblique):
+    grid = Grid.of(oblique)
+    assert not grid.disjoint(grid)
+    for shift in (0.45, -0.45):  # still sharing a sliver along each axis
+        for axis in range(3):
+            moved = sitk.Image(oblique)
+            moved.SetOrigin(tuple(grid.index_to_point(np.eye(3)[axis] * shift * np.asarray(grid.size))))
+            assert not grid.disjoint(Grid.of(moved)), (axis, shift)
+    far = sitk.Image(oblique)
+    far.SetOrigin(tuple(np.asarray(grid.origin) + 500 * grid.normal))
+    assert grid.disjoint(Grid.of(far)) and Grid.of(far).disjoint(grid)

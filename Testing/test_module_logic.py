@@ -167,14 +167,11 @@ def test_the_bundled_models_masks_land_voxel_for_voxel_on_each_inputs_oblique_gr
 
 def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_scene):
     scene, nodes, pair = cardiac_scene
-    far = sitk.Image(cardiac_pair(seed=41).cine)  # the same orientation as the LGE, 9 m away
-    far.SetOrigin((9000.0, 0.0, 0.0))
-    remote = conversion.image_to_volume_node(far, scene, "remote cine")
     names = node_names(scene)
     logic = MultiModalSegLogic()
-    run = logic.segment(nodes["lge"], remote, model="tiny-mmsdnet", device="cpu")
+    run = logic.segment(nodes["lge"], nodes["cine"], model="tiny-v4", device="cpu")  # the other module's model: the child refuses it
     assert run.job.wait(timeout=300) != 0
-    with pytest.raises(InputError, match="overlap"):
+    with pytest.raises(InputError, match="is a DualStreamFCN model"):
         logic.load_results(run, scene)
     assert node_names(scene) == names
     with pytest.raises(InputError, match="no LGE volume is selected"):
@@ -186,6 +183,10 @@ def test_multimodalseg_reports_a_failed_run_and_leaves_the_scene_alone(cardiac_s
 
 def test_the_panels_refuse_blank_nan_and_intensity_references_before_a_child_starts(cardiac_scene):
     scene, nodes, pair = cardiac_scene
+    far = sitk.Image(pair.cine)  # the same orientation, 9 m away
+    far.SetOrigin((9000.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="remote cine and .*: do not overlap in physical space"):
+        MultiModalSegLogic().segment(nodes["lge"], conversion.image_to_volume_node(far, scene, "remote cine"))
     blank = conversion.image_to_volume_node(pair.lge * 0, scene, "blank LGE")
     holes = sitk.GetArrayFromImage(sitk.Cast(pair.lge, sitk.sitkFloat32))
     holes[2, 5:9, 5:9] = np.nan

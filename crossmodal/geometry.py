@@ -54,6 +54,13 @@ class Grid:
         edges = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in self.size], indexing="ij")).reshape(3, -1).T
         return self.index_to_point(edges)
 
+    def disjoint(self, other: Grid) -> bool:
+        """True when the two fields of view certainly share no point: along one grid's axes, the other's corners all lie
+        beyond its extent (a separating plane). Never true of boxes that overlap; a corner-to-corner miss of two
+        oblique boxes may go unnoticed, which the pairing's own check then reports."""
+        return any(np.any(np.all(b.point_to_index(a.corners()) < -0.5, axis=0) | np.all(b.point_to_index(a.corners()) > np.asarray(b.size) - 0.5, axis=0))
+                   for a, b in ((self, other), (other, self)))
+
     def axis_aligned(self, spacing: float) -> Grid:
         """The grid along the LPS axes, at isotropic ``spacing``, that covers this field of view, centred on it.
 

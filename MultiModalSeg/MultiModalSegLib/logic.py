@@ -24,6 +24,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from crossmodal.catalog import user_models_folder
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.errors import InputError
+from crossmodal.geometry import Grid
 from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
@@ -125,6 +126,8 @@ class MultiModalSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("LGE", "no LGE volume is selected")
         cine, cine_name = cine_frame(cine, cine_frame_index)
         images = runs.input_images({"LGE": lge, **({"cine": cine} if cine is not None else {})})
+        if cine is not None and Grid.of(images["LGE"]).disjoint(Grid.of(images["cine"])):
+            raise InputError(f"{cine_name} and {lge.GetName()}", "do not overlap in physical space: images of another patient or scan, or a wrong header")
         if reference is not None:
             images["reference"] = require_reference(reference_labels(reference, lge), reference.GetName(), images["LGE"])
         folder, paths = runs.write_inputs(images, "multimodalseg")
