@@ -30,11 +30,11 @@ def test_the_curves_keep_every_step_and_draw_losses_and_validation(tmp_path):
     assert len(rows) == 300 and rows[49]["validation"] and not rows[48]["validation"]
     assert float(rows[-1]["dice"]) == events[-1]["dice"]
     picture = sitk.ReadImage(str(tmp_path / CURVES_PNG))
-    assert picture.GetSize() == (900, 650)
+    assert picture.GetSize() == (1000, 650)
     pixels = sitk.GetArrayFromImage(picture)[..., :3].astype(int)
     assert (np.abs(pixels - 255).sum(axis=-1) > 100).mean() > 0.02  # something drawn on the white page
 
 
 def test_a_training_without_validation_draws_the_losses_alone(tmp_path):
     write_curves([{k: v for k, v in e.items() if k != "validation"} for e in history(40)], tmp_path, "t")
-    assert sitk.ReadImage(str(tmp_path / CURVES_PNG)).GetSize() == (900, 400)
+    assert sitk.ReadImage(str(tmp_path / CURVES_PNG)).GetSize() == (1000, 400)

@@ -48,7 +48,7 @@ def draw_curves(history: list[dict], columns: list[str], title: str, best_step: 
     from matplotlib.figure import Figure
 
     validated = [e for e in history if "validation" in e]
-    figure = Figure(figsize=(9, 6.5 if validated else 4), layout="constrained")
+    figure = Figure(figsize=(10, 6.5 if validated else 4), layout="constrained")
     axes = figure.subplots(2 if validated else 1, 1, sharex=True, squeeze=False)[:, 0]
     steps = np.array([e["step"] for e in history])
     for term in [c for c in columns if c not in ("step", "validation")]:
@@ -58,14 +58,14 @@ def draw_curves(history: list[dict], columns: list[str], title: str, best_step: 
         axes[0].plot(steps, _running_mean(values, window), color=line.get_color(), linewidth=1.8, label=term)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("loss")
-    axes[0].legend(loc="upper right", fontsize="small", ncols=2)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the plot, never over a curve
     axes[0].set_title(title)
     if validated:
         axes[1].plot([e["step"] for e in validated], [e["validation"] for e in validated], "o-", color="black", markersize=3, label="validation")
         if best_step is not None:
             axes[1].axvline(best_step, color="tab:green", linestyle="--", label=f"kept: step {best_step}")
         axes[1].set_ylabel("validation (mean Dice)")
-        axes[1].legend(loc="lower right", fontsize="small")
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes[-1].set_xlabel("step")
     for ax in axes:
         ax.grid(True, alpha=0.3)
