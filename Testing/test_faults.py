@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from crossmodal.image_io import write_image
-from crossmodal.output_set import LOCK, STAGING_PREFIX
+from crossmodal.output_set import JOURNAL, LOCK, STAGING_PREFIX, OutputSet
 from crossmodal.phantoms import cardiac_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,10 +112,51 @@ def test_a_cancelled_or_killed_run_leaves_no_partial_output(catalog, pairs, tmp_
     time.sleep(0.5)
     run.send_signal(how)
     assert run.wait(timeout=60) == (3 if how == signal.SIGTERM else -signal.SIGKILL)
-    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    if (out / "segment.json").exists():  # killed after its set landed (a fast machine): complete, not partial
+        consistent_set(out)
+    elif not (out / JOURNAL).exists():  # (with a journal: killed while moving the set into place, see the next test)
+        assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
     stale = out / f"{STAGING_PREFIX}killed"  # what a run killed while writing leaves: the next run removes it
     stale.mkdir(parents=True, exist_ok=True)
     (stale / "seg_lge.nii.gz").write_bytes(np.zeros(10, np.uint8).tobytes())
     again = segment(["--lge", str(pairs["a"]["lge"]), "--out", str(out)])
     assert again.wait(timeout=300) == 0, again.stderr.read()
     consistent_set(out)
+
+
+KILLED_WHILE_MOVING = """
+import os, signal, sys
+from pathlib import Path
+from crossmodal.output_set import OutputSet
+moves = 0
+def replace(source, target, _replace=os.replace):
+    global moves
+    _replace(source, target)
+    if Path(target).name.startswith("seg_"):
+        moves += 1
+        if moves == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # between two outputs: the worst moment
+os.replace = replace
+with OutputSet(Path(sys.argv[1]), "segment.json") as out:
+    for name in ("seg_a.nii.gz", "seg_b.nii.gz", "seg_c.nii.gz"):
+        out.write_text(name, "new")
+    out.commit({"run": "new"})
+"""
+
+
+def test_a_run_killed_while_moving_its_set_into_place_is_never_trusted_and_is_cleared_by_the_next(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputSet(out, "segment.json") as earlier:
+        earlier.write_text("seg_a.nii.gz", "old")
+        earlier.commit({"run": "old"})
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_MOVING, str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == -signal.SIGKILL
+    assert not (out / "segment.json").exists()  # no summary: a reader refuses the folder rather than trust a mix of two runs
+    assert (out / JOURNAL).exists() and {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"seg_a.nii.gz", "seg_b.nii.gz"}
+    with OutputSet(out, "segment.json") as following:  # the next run, holding the lock, finds the journal
+        assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+        following.write_text("seg_c.nii.gz", "next")
+        following.commit({"run": "next"})
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["seg_c.nii.gz", "segment.json"]
+    assert not (out / JOURNAL).exists()

@@ -8,7 +8,10 @@ removed. So:
 - a failure while writing (a full disk, a cancel) leaves no partial output and the earlier results untouched;
 - two runs writing to the same folder at once take turns (an exclusive lock on ``.crossmodal.lock``), so
   the folder holds one run's complete set, never a mix;
-- a run killed outright (SIGKILL, power loss) can leave only its staging folder, which the next run removes.
+- a run killed outright (SIGKILL, power loss) while writing leaves only its staging folder; killed in the
+  few milliseconds of moving its outputs into place, it leaves a folder without a summary (the earlier
+  summary is removed first, so no reader trusts a mix) and a journal of what it was moving
+  (``.crossmodal-commit.json``). The next run removes both kinds of leftovers.
 
 The summary lists the outputs (``outputs``: name -> path); readers trust a set through it.
 """
@@ -28,6 +31,7 @@ from crossmodal.image_io import error_line
 
 LOCK = ".crossmodal.lock"
 STAGING_PREFIX = ".crossmodal-staging-"
+JOURNAL = ".crossmodal-commit.json"
 
 
 def output_key(name: str) -> str:
@@ -82,6 +86,7 @@ class OutputSet:
         try:
             for stale in self.folder.glob(f"{STAGING_PREFIX}*"):  # left by a killed run: no run holds the lock now
                 shutil.rmtree(stale, ignore_errors=True)
+            self._finish_interrupted_commit()
             self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
         except BaseException:
             self._lock.__exit__(None, None, None)
@@ -107,13 +112,29 @@ class OutputSet:
         previous = self._previous_outputs()
         outputs = {output_key(name): str(self.folder / name) for name in self.staged}
         self.write_text(self.summary_name, json.dumps({**summary, "outputs": outputs}, indent=1) + "\n")
+        journal = self.staging / JOURNAL
+        journal.write_text(json.dumps(sorted(self.staged)))
+        os.replace(journal, self.folder / JOURNAL)
+        (self.folder / self.summary_name).unlink(missing_ok=True)  # from here until the new one lands, no set is trusted
         for name, path in self.staged.items():
             if name != self.summary_name:
                 os.replace(path, self.folder / name)
         for path in previous - {self.folder / name for name in self.staged}:
             path.unlink(missing_ok=True)
         os.replace(self.staged[self.summary_name], self.folder / self.summary_name)
+        (self.folder / JOURNAL).unlink()
         return outputs
+
+    def _finish_interrupted_commit(self) -> None:
+        """After a run killed while moving its outputs: its summary landed (the set is complete, only the journal
+        remains), or it did not, and the files it moved are a partial set no summary lists: removed."""
+        journal = self.folder / JOURNAL
+        if not journal.exists():
+            return
+        if not (self.folder / self.summary_name).exists():
+            for name in json.loads(journal.read_text()):
+                (self.folder / Path(name).name).unlink(missing_ok=True)
+        journal.unlink()
 
     def _previous_outputs(self) -> set[Path]:
         """The outputs the folder's current summary lists, inside the folder (never anything else of the user's)."""
