@@ -52,6 +52,12 @@ def test_an_nnunet_dataset_and_a_plain_folder_of_images(catalog, tmp_path, capsy
     rows = json.loads((tmp_path / "p" / "summary.json").read_text())["cases"]
     assert [(r["case"], r["status"]) for r in rows] == [("mr_a", "ok"), ("mr_b", "ok")]
     assert (tmp_path / "p" / "mr_b" / "segmentation.dcm").exists()  # a DICOM case gets its DICOM SEG
+    (plain / "notes").mkdir()
+    (plain / "notes" / "readme.txt").write_text("not a series")
+    assert main(["segment", "--batch", str(plain), "--model", "tiny-v4", "--out", str(plain / "results"), "--events", "jsonl"]) == 0
+    assert main(["segment", "--batch", str(plain), "--model", "tiny-v4", "--out", str(plain / "results"), "--events", "jsonl"]) == 0  # again
+    rows = json.loads((plain / "results" / "summary.json").read_text())["cases"]
+    assert [r["case"] for r in rows] == ["mr_a", "mr_b"]  # neither a folder without a series nor the batch's own output
 
 
 def test_a_batch_takes_no_single_inputs_and_needs_cases(catalog, tmp_path, capsys):

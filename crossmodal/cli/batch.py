@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
 from crossmodal.cli import EXIT_SOME_FAILED
 from crossmodal.datasets import discover_mscmrseg
@@ -46,8 +47,9 @@ class BatchCase:
     reference: Path | None = None
 
 
-def discover_cases(folder: Path) -> list[BatchCase]:
-    """The cases of ``folder`` in its layout (see the module docstring)."""
+def discover_cases(folder: Path, out: Path | None = None) -> list[BatchCase]:
+    """The cases of ``folder`` in its layout (see the module docstring); ``out``, the batch's own output folder, is
+    never a case even when it lies inside ``folder``."""
     if not folder.is_dir():
         raise InputError(folder, "no such folder")
     if (folder / "dataset.json").is_file():
@@ -56,7 +58,9 @@ def discover_cases(folder: Path) -> list[BatchCase]:
         cases = [c for c in discover_mscmrseg(folder) if {"DE", "C0"} & c.images.keys()]
         return [BatchCase(f"patient{c.patient}", {role: c.images[m] for role, m in (("lge", "DE"), ("cine", "C0")) if m in c.images},
                           c.masks.get("DE")) for c in cases]
-    cases = [BatchCase(_stem(p), {"image": p}) for p in sorted(folder.iterdir()) if image_suffix(p) or (p.is_dir() and any(p.iterdir()))]
+    skip = out.resolve() if out is not None else None
+    cases = [BatchCase(_stem(p), {"image": p}) for p in sorted(folder.iterdir())
+             if p.resolve() != skip and ((p.is_file() and image_suffix(p)) or (p.is_dir() and sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))))]
     if not cases:
         raise InputError(folder, "holds no cases: an MS-CMRSeg folder, an nnU-Net raw dataset or images (NIfTI, NRRD, MHA, DICOM folders)")
     return cases
@@ -105,7 +109,7 @@ def run_batch(args: argparse.Namespace, events: Events, segment_one) -> int:
     given = [f"--{role}" for role in (*ROLES, "reference") if getattr(args, role) is not None]
     if given:
         raise InputError("--batch", f"segments the cases of a folder; give no {', '.join(given)}")
-    cases = discover_cases(args.batch)
+    cases = discover_cases(args.batch, args.out)
     writable_folder(args.out)
     rows = []
     events.progress("cases", 0, len(cases))
