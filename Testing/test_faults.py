@@ -109,13 +109,15 @@ def test_a_cancelled_or_killed_run_leaves_no_partial_output(catalog, pairs, tmp_
     for line in run.stdout:  # wait until it is working
         if json.loads(line)["type"] == "progress":
             break
-    time.sleep(0.5)
+    time.sleep(0.1)
     run.send_signal(how)
-    assert run.wait(timeout=60) == (3 if how == signal.SIGTERM else -signal.SIGKILL)
-    if (out / "segment.json").exists():  # killed after its set landed (a fast machine): complete, not partial
+    code = run.wait(timeout=60)
+    if (out / "segment.json").exists():  # the set landed before the signal (a quiet machine runs the tiny model in under a second)
         consistent_set(out)
-    elif not (out / JOURNAL).exists():  # (with a journal: killed while moving the set into place, see the next test)
-        assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    else:
+        assert code == (3 if how == signal.SIGTERM else -signal.SIGKILL)
+        if not (out / JOURNAL).exists():  # (with a journal: killed while moving the set into place, see the next test)
+            assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
     stale = out / f"{STAGING_PREFIX}killed"  # what a run killed while writing leaves: the next run removes it
     stale.mkdir(parents=True, exist_ok=True)
     (stale / "seg_lge.nii.gz").write_bytes(np.zeros(10, np.uint8).tobytes())
