@@ -28,8 +28,15 @@ SUMMARY_FILE = "segment.json"
 REPORT_FILE = "report.html"
 DICOM_SEG_FILE = "segmentation.dcm"
 """The main result as a DICOM Segmentation referencing the segmented DICOM series (when that input is one)."""
+MAIN_MASKS = ("fused LGE", "LGE", "cine")
+"""Which cardiac mask is *the* result, in order of preference (a reader looks at it first; a DICOM SEG holds it)."""
 MASK_TITLES = {"fused LGE": "fused (cine + LGE)", "LGE": "LGE only", "cine": "cine"}
 """How the masks a reader compares are called where people read them (panel node names, the demo's table)."""
+
+
+def main_mask(available) -> str | None:
+    """The first of :data:`MAIN_MASKS` among ``available`` (names of masks), or None."""
+    return next((name for name in MAIN_MASKS if name in available), None)
 
 
 def _slug(name: str) -> str:

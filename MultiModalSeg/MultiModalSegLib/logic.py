@@ -29,7 +29,7 @@ from crossmodal.image_io import read_image
 from crossmodal.jobs import ChildJob
 from crossmodal.labels import CARDIAC_MYO_LV, MSCMRSEG
 from crossmodal.qa import reference_rows, require_reference
-from crossmodal.segment_outputs import ALIGNMENT_FILE, MASK_TITLES
+from crossmodal.segment_outputs import ALIGNMENT_FILE, MASK_TITLES, main_mask
 from crossmodal_slicer import conversion, runs
 from crossmodal_slicer.outputs import mark, output_key, remove_outputs
 from crossmodal_slicer.scene import place_in_folder, read_transform, show_layers, show_only, slice_centre_ras, subject_folder, table_node
@@ -70,8 +70,8 @@ class CardiacOutputs:
 
     @property
     def main_segmentation(self):
-        """The segmentation a reader looks at first: fused with the cine, else the LGE alone."""
-        return self.segmentations.get("fused LGE") or self.segmentations.get("LGE")
+        """The segmentation a reader looks at first (:data:`~crossmodal.segment_outputs.MAIN_MASKS`): fused with the cine, else the LGE alone."""
+        return self.segmentations.get(main_mask(self.segmentations))
 
 
 def cine_frame(cine, frame: int = 0) -> tuple[object | None, str]:

@@ -33,7 +33,7 @@ from crossmodal.events import Events
 from crossmodal.image_io import atomic_output, image_suffix, read_image, writable_folder
 from crossmodal.labels import ABDOMEN
 from crossmodal.scoring import score_images
-from crossmodal.segment_outputs import ORGANS_FILE, SegmentOutput
+from crossmodal.segment_outputs import ORGANS_FILE, SegmentOutput, main_mask
 
 SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 ROLES = ("lge", "cine", "image")
@@ -85,20 +85,16 @@ def _nnunet_cases(folder: Path) -> list[BatchCase]:
 
 
 class CaseEvents(Events):
-    """A case's events within a batch: its warnings go to the batch's stream named by the case, its progress
-    and result stay with the case (the batch shows one bar over cases)."""
+    """A case's events within a batch: its warnings go to the batch's stream named by the case; its progress and
+    result are not shown (the batch shows one bar over cases, and reads each result from its segment.json)."""
 
     def __init__(self, case: str, batch: Events) -> None:
         super().__init__()
         self.case, self.batch = case, batch
-        self.result_fields: dict[str, Any] = {}
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
         self.batch.warning(f"{self.case}: {message}")
-
-    def result(self, outputs: dict[str, str], **fields: Any) -> None:
-        self.result_fields = {"outputs": outputs, **fields}
 
     def emit(self, kind: str, **fields: Any) -> None:
         pass
@@ -138,8 +134,7 @@ def case_row(case: BatchCase, written: SegmentOutput, warnings: list[str]) -> di
     if summary["task"] == "cardiac":
         row["flagged_slices"] = len(summary.get("disagreeing_slices", []))
         scored = summary.get("dice", {})
-        main = next((m for m in ("fused LGE", "LGE") if m in scored), None)
-        row.update({f"dice {structure}": values["dice"] for structure, values in scored.get(main, {}).items()})
+        row.update({f"dice {structure}": values["dice"] for structure, values in scored.get(main_mask(scored), {}).items()})
     else:
         row.update({f"volume_ml {organ}": round(ml, 1) for organ, ml in summary["volumes_ml"].items()})
         if case.reference is not None:

@@ -22,7 +22,18 @@ from crossmodal.output_set import OutputSet
 from crossmodal.plausibility import abdominal_warnings, acquisition_warnings, cardiac_warnings
 from crossmodal.qa import disagreeing_slices, require_reference
 from crossmodal.report import abdominal_report, cardiac_report, reference_scores, slice_agreement
-from crossmodal.segment_outputs import ALIGNMENT_FILE, DICOM_SEG_FILE, ORGANS_FILE, REPORT_FILE, SUMMARY_FILE, SegmentOutput, anatomy_file, mask_file
+from crossmodal.segment_outputs import (
+    ALIGNMENT_FILE,
+    DICOM_SEG_FILE,
+    MAIN_MASKS,
+    ORGANS_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    SegmentOutput,
+    anatomy_file,
+    main_mask,
+    mask_file,
+)
 
 
 @dataclass
@@ -135,7 +146,7 @@ def dicom_seg_source(args: argparse.Namespace, result: CardiacResult | Abdominal
     if args.image is not None:
         role, name = "image", ORGANS_FILE
     else:
-        name = next((n for n in ("fused LGE", "LGE", "cine") if result is None or n in result.masks), None)
+        name = MAIN_MASKS[0] if result is None else main_mask(result.masks)
         role = "cine" if name == "cine" or args.lge is None else "lge"
     source = getattr(args, role)
     if not source.is_dir() or (role == "cine" and args.cine_frame != 0):
