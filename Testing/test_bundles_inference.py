@@ -58,6 +58,9 @@ def test_a_tampered_weights_file_is_refused_before_it_is_read(bundle):
         (lambda b: (b / "card.json").write_text("{not json"), "is not a valid model card"),
         (lambda b: _edit_card(b, architecture="Nope"), "unknown architecture 'Nope'"),
         (lambda b: _edit_card(b, hyperparameters={**CONFIG.as_dict(), "filters": 8}), "does not fit the MMSDNet"),
+        # A card of the first design (per-modality modality encoders and decoders) recorded no design.
+        (lambda b: _edit_card(b, hyperparameters={k: v for k, v in CONFIG.as_dict().items() if k not in ("design", "segmentor_filters")}),
+         r"card.json: MMSDNet design 1 is not this version's \(2\): train the model again"),
     ],
 )
 def test_broken_bundles_get_clear_errors(bundle, damage, message):

@@ -1,9 +1,9 @@
-"""MMSDNet: factor shapes and binarity, identity alignment at start, inference modes, bad input."""
+"""MMSDNet: factor shapes and one-hotness, identity alignment at start, shared reconstruction, inference modes, bad input."""
 
 import pytest
 import torch
 
-from crossmodal.nets.mmsdnet import ANATOMY_KEYS, MMSDNet, MMSDNetConfig, binarise
+from crossmodal.nets.mmsdnet import ANATOMY_KEYS, MaskDiscriminator, MMSDNet, MMSDNetConfig, one_hot_straight_through
 
 SMALL = MMSDNetConfig(filters=4)
 
@@ -21,22 +21,43 @@ def test_outputs_of_a_pair(net):
         assert out[key].shape == (2, SMALL.anatomy_channels, 32, 32)
         assert out[f"logits_{key}"].shape == (2, SMALL.classes, 32, 32)
     assert out["offsets12"].shape == out["offsets21"].shape == (2, 25, 2)
-    assert out["z2"].shape == (2, SMALL.z_dim)
-    assert out["reconstruction2"].shape == lge.shape
-    assert 0 <= out["reconstruction2"].min().item() and out["reconstruction2"].max().item() <= 1
+    rebuilt = net.reconstruct(out["warped1"], lge)  # a cross-reconstruction: the cine's anatomy, the LGE's modality
+    assert rebuilt["mean"].shape == rebuilt["log_variance"].shape == (2, SMALL.z_dim)
+    assert rebuilt["reconstruction"].shape == lge.shape
+    assert 0 <= rebuilt["reconstruction"].min().item() and rebuilt["reconstruction"].max().item() <= 1
 
 
-def test_anatomy_factors_are_binary_one_hot(net):
+def test_anatomy_factors_are_one_hot_from_the_start(net):
+    """Every pixel has exactly one channel on, even untrained (rounding ~1/8 per channel gave an empty anatomy)."""
     anatomy = net(None, torch.rand(1, 1, 32, 32))["anatomy2"]
     assert set(anatomy.unique().tolist()) <= {0.0, 1.0}
-    assert torch.all(anatomy.sum(dim=1) <= 1)
+    assert torch.all(anatomy.sum(dim=1) == 1)
 
 
-def test_rounding_passes_gradients_straight_through():
-    p = torch.tensor([0.3, 0.7], requires_grad=True)
-    binarise(p).mul(torch.tensor([2.0, 3.0])).sum().backward()
-    assert binarise(p).tolist() == [0.0, 1.0]
-    assert p.grad.tolist() == [2.0, 3.0]
+def test_the_arg_max_passes_gradients_straight_through():
+    p = torch.tensor([[0.3, 0.45, 0.25]], requires_grad=True)[:, :, None, None]
+    p.retain_grad()
+    hard = one_hot_straight_through(p)
+    hard.mul(torch.tensor([2.0, 3.0, 4.0])[None, :, None, None]).sum().backward()
+    assert hard.flatten().tolist() == [0.0, 1.0, 0.0]
+    assert p.grad.flatten().tolist() == [2.0, 3.0, 4.0]
+
+
+def test_one_modality_encoder_and_one_decoder_serve_both_modalities(net):
+    assert not hasattr(net.modality, "__getitem__") and not hasattr(net.decoder, "__getitem__")
+    with pytest.raises(ValueError, match="design 1 is not this version's"):
+        MMSDNetConfig(design=1)
+
+
+def test_the_critic_sees_foreground_channels_and_is_spectrally_normalised():
+    torch.manual_seed(0)
+    critic = MaskDiscriminator(channels=2)
+    assert critic(torch.rand(3, 2, 64, 64)).shape == (3,) and critic(torch.rand(1, 2, 96, 96)).shape == (1,)
+    with pytest.raises(RuntimeError):
+        critic(torch.rand(1, 3, 64, 64))  # the background channel is not for it
+    for conv in (m for m in critic.modules() if isinstance(m, torch.nn.Conv2d)):
+        assert torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2) < 1.05
+    assert sum(p.numel() for p in critic.parameters()) < 30_000
 
 
 def test_alignment_starts_as_the_identity_and_fusion_is_the_maximum(net):
@@ -55,20 +76,21 @@ def test_single_modality_inference_has_no_alignment(net):
 def test_every_part_learns_from_the_losses():
     net = MMSDNet(SMALL).train()
     out = net(torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32))
-    loss = out["logits_fused2"].square().mean() + out["reconstruction1"].mean() + out["mean2"].sum()
+    rebuilt = net.reconstruct(out["fused1"], torch.rand(2, 1, 32, 32))
+    loss = out["logits_fused2"].square().mean() + rebuilt["reconstruction"].mean() + rebuilt["mean"].sum()
     loss.backward()
-    for name in ("anatomy.0", "anatomy.1", "modality.1", "decoder.0", "segmentor"):
+    for name in ("anatomy.0", "anatomy.1", "modality", "decoder", "segmentor", "localisation"):
         assert has_gradient(net, name), name
 
 
-def test_the_spatial_transformer_learns_from_warped_anatomies():
-    """At the start the rounded anatomies are all zero (softmax ~1/8 per channel), so this uses one-hot ones."""
+def test_the_spatial_transformer_learns_without_masks_from_a_cross_reconstruction():
+    """Rebuilding the LGE from the cine's warped anatomy is label-free and reaches the alignment."""
+    torch.manual_seed(0)
     net = MMSDNet(SMALL).train()
-    channels = torch.randint(0, SMALL.anatomy_channels, (2, 2, 32, 32))
-    moving, fixed = (torch.nn.functional.one_hot(c, SMALL.anatomy_channels).permute(0, 3, 1, 2).float() for c in channels)
-    warped, _ = net.align(moving, fixed)
-    (warped - fixed).abs().mean().backward()
-    assert has_gradient(net, "localisation.offsets")
+    cine, lge = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    out = net(cine, lge)
+    (net.reconstruct(out["warped1"], lge)["reconstruction"] - lge).abs().mean().backward()
+    assert has_gradient(net, "localisation.offsets") and has_gradient(net, "anatomy.0")
 
 
 def has_gradient(net, prefix):

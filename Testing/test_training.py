@@ -128,3 +128,93 @@ def test_a_recipe_starts_from_the_same_weights_every_time(phantom_mscmrseg, tmp_
         torch.manual_seed(2)
         second = recipe.prepare(CPU, lambda *a: None).network.state_dict()
         assert all(torch.equal(first[k], second[k]) for k in first), type(recipe).__name__
+
+
+def test_the_z_reconstruction_trains_only_the_decoder_and_the_modality_encoder(patients):
+    """As in the authors' separate z-regression step: it never reaches the anatomy encoders or the alignment."""
+    method = MMSDNetMethod(MMSDNetConfig(filters=4), CPU)
+    net = method.network.train()
+    samples = build_samples([patients[1]], {1})
+    batch = samples.batch(torch.arange(2))
+    out = net(batch.cine, batch.lge, reconstructions=True)
+    (out["z_estimate"] - out["z_prior"]).abs().mean().backward()
+    touched = {name.split(".")[0] for name, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert touched == {"modality", "decoder"}
+
+
+def test_the_alignment_learns_from_images_alone(patients):
+    """With no mask term at all, the cross-reconstructions still train the TPS (own-image reconstruction cannot)."""
+    from crossmodal.training.methods import LossWeights
+
+    torch.manual_seed(0)
+    method = MMSDNetMethod(MMSDNetConfig(filters=4), CPU, weights=LossWeights(dice=0.0, adversarial=0.0))
+    samples = build_samples([patients[1], patients[8]], set())
+    before = method.network.localisation.offsets.weight.detach().clone()
+    losses = method.train_step(samples.batch(torch.arange(4)), torch.Generator().manual_seed(0))
+    assert {"kl", "reconstruction", "z_reconstruction", "dice", "adversarial", "discriminator"} <= losses.keys()
+    assert not torch.equal(before, method.network.localisation.offsets.weight)
+
+
+@pytest.fixture
+def without_cine(phantom_mscmrseg, tmp_path):
+    """The phantom folder with patient 2's cine removed: an LGE-only labelled patient, as MS-CMRSeg 36-45."""
+    import shutil
+
+    folder = tmp_path / "mscmrseg"
+    shutil.copytree(phantom_mscmrseg, folder)
+    for path in folder.glob("patient2_C0*"):
+        path.unlink()
+    return folder
+
+
+def test_lge_only_patients_train_the_lge_branch_in_batches_of_their_own(without_cine):
+    cases = {c.patient: c for c in discover_mscmrseg(without_cine)}
+    alone = load_patient(cases[2], GRID)
+    assert not alone.paired.any() and alone.lge_mask is not None and not alone.cine.any()
+    samples = build_samples([load_patient(cases[1], GRID), alone], {1, 2})
+    method = MMSDNetMethod(MMSDNetConfig(filters=4), CPU)
+    draw, generator = method.batches(samples, 4), torch.Generator().manual_seed(0)
+    batches = [draw(generator) for _ in range(40)]
+    assert all(b.has_cine.all() or not b.has_cine.any() for b in batches)  # never mixed
+    lge_only = [b for b in batches if not b.has_cine.any()]
+    assert 0 < len(lge_only) < len(batches) and all(b.has_lge_mask.all() for b in lge_only)
+    cine_encoder = [p.detach().clone() for p in method.network.anatomy[0].parameters()]
+    lge_encoder = [p.detach().clone() for p in method.network.anatomy[1].parameters()]
+    losses = method.train_step(lge_only[0], generator)
+    assert losses["dice"] > 0 and all(np.isfinite(v) for v in losses.values())
+    assert all(torch.equal(a, b) for a, b in zip(cine_encoder, method.network.anatomy[0].parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(lge_encoder, method.network.anatomy[1].parameters()))
+
+
+def test_the_recipe_trains_on_lge_only_patients_and_validates_on_pairs(without_cine):
+    from crossmodal.training.recipes import MMSDNetRecipe
+
+    recipe = MMSDNetRecipe(size=32, spacing_mm=6.0, filters=4, validation=1, data={"mscmrseg": str(without_cine)})
+    job = recipe.prepare(CPU, lambda *a: None)
+    card = job.card(train(job.trainable, job.batches, Schedule(2, validate_every=2), validate=job.validate))
+    assert 2 in card.training["patients"] and 2 in card.training["lge_labelled"]
+    assert 2 not in card.validation["patients"]
+
+
+def test_the_learning_rate_warms_up_decays_and_resumes_where_it_was(patients, tmp_path):
+    from crossmodal.training.trainer import Checkpointing, TrainingStopped
+
+    schedule = Schedule(8, validate_every=100, warmup_steps=2, final_learning_rate=0.1)
+    assert [round(schedule.learning_rate_factor(s), 3) for s in (1, 2, 5, 8)] == [0.5, 1.0, 0.55, 0.1]
+    assert Schedule(8).learning_rate_factor(5) == 1.0  # constant by default
+
+    def run(stop_at=None, resume=False):
+        torch.manual_seed(0)
+        method = DualStreamMethod(3, 4, 4, CPU, learning_rate=1e-3)
+        samples = build_samples([patients[1]], {1})
+        seen = []
+        try:
+            train(method, method.batches(samples, 2), schedule, log=lambda e: seen.append((e["step"], method.optimiser.param_groups[0]["lr"])),
+                  checkpointing=Checkpointing(tmp_path / "run.pt", every=100), resume=resume, should_stop=lambda s: s == stop_at)
+        except TrainingStopped:
+            pass
+        return seen
+
+    whole = run()
+    assert [round(lr, 6) for _, lr in whole] == [round(1e-3 * schedule.learning_rate_factor(s), 6) for s in range(1, 9)]
+    assert run(stop_at=3)[-1][0] == 3 and run(resume=True) == whole[3:]

@@ -98,7 +98,10 @@ def load_bundle(folder: Path, device: torch.device | str = "cpu") -> tuple[Model
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
         raise InputError(weights, f"could not be read as PyTorch weights ({type(error).__name__}: {error})") from None
-    network = ARCHITECTURES[card.architecture](card.hyperparameters)
+    try:
+        network = ARCHITECTURES[card.architecture](card.hyperparameters)
+    except ValueError as error:
+        raise InputError(folder / CARD, str(error)) from None
     try:
         network.load_state_dict(state)
     except RuntimeError as error:
@@ -109,7 +112,8 @@ def load_bundle(folder: Path, device: torch.device | str = "cpu") -> tuple[Model
 def _mmsdnet(hyperparameters: dict) -> torch.nn.Module:
     from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
 
-    return MMSDNet(MMSDNetConfig(**{**hyperparameters, "modalities": tuple(hyperparameters["modalities"])}))
+    # Cards from before the design was recorded are of design 1 (one modality encoder and decoder per modality).
+    return MMSDNet(MMSDNetConfig(**{"design": 1, **hyperparameters, "modalities": tuple(hyperparameters["modalities"])}))
 
 
 def _dual_stream_fcn(hyperparameters: dict) -> torch.nn.Module:

@@ -1,10 +1,13 @@
 """MMSDNet: multi-modal spatial disentanglement (Chartsias et al., "Disentangle, align and fuse").
 
 Each modality's image is split into a *spatial anatomy factor* (8 binary channels at input
-resolution) and a *modality factor* (an 8-d vector, a VAE). A spatial transformer with a thin-plate
-spline aligns one modality's anatomy onto the other's; the pixel-wise max fuses them; one shared
-segmentor turns any anatomy (own, warped, fused) into masks. Modality 1 is the cine (the one with
-masks), modality 2 the LGE (the one we segment).
+resolution, one anatomy encoder per modality) and a *modality factor* (an 8-d vector, a VAE). One
+modality encoder and one FiLM decoder serve both modalities, as in the authors' code: rebuilding an
+image from the *other* modality's warped or fused anatomy (the cross-reconstructions the trainer
+asks for) is what ties the two anatomies' channel meanings together and trains the alignment without
+masks. A spatial transformer with a thin-plate spline aligns one anatomy onto the other; the
+pixel-wise max fuses them; one shared segmentor turns any anatomy (own, warped, fused) into masks.
+Modality 1 is the cine (the one with masks), modality 2 the LGE (the one we segment).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from torch.nn import functional as F
 from crossmodal.nets.blocks import UNet, conv_bn_relu
 from crossmodal.nets.tps import ThinPlateSpline
 
+DESIGN = 2
+"""The architecture's generation, kept in every card: 1 had a modality encoder and a decoder per
+modality and rounded (possibly empty) anatomies; its bundles are refused, not misread."""
+
 
 @dataclass(frozen=True)
 class MMSDNetConfig:
@@ -30,41 +37,63 @@ class MMSDNetConfig:
     filters: int = 64
     """First-level filters of the anatomy U-Nets (doubling per level)."""
     depth: int = 4
+    segmentor_filters: int = 64
+    """Width of the segmentor's two convolutions: the authors fix it at 64 whatever the U-Net width."""
     control_points: int = 5
     """The TPS control lattice is control_points x control_points."""
     modalities: tuple[str, str] = ("cine", "LGE")
     max_offset: float | None = None
     """Soft bound on each control-point offset (normalised coordinates, the image spans -1..1): offsets are
     ``max_offset * tanh(raw / max_offset)``, the identity for small ones. None: unbounded, as the paper."""
+    design: int = DESIGN
+
+    def __post_init__(self) -> None:
+        if self.design != DESIGN:
+            raise ValueError(f"MMSDNet design {self.design} is not this version's ({DESIGN}): train the model again with this version")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "modalities": list(self.modalities)}
 
 
-def binarise(probabilities: torch.Tensor) -> torch.Tensor:
-    """Round to {0, 1} in the forward pass, identity gradient in the backward pass (straight-through)."""
-    return probabilities + (probabilities.round() - probabilities).detach()
+def one_hot_straight_through(probabilities: torch.Tensor) -> torch.Tensor:
+    """The arg-max channel as a one-hot map in the forward pass, the softmax's gradient in the backward pass.
+
+    The paper's anatomy is one-hot. Rounding each channel (the authors' code) can switch every
+    channel off: at the start, with ~1/8 per channel, the whole anatomy is empty and the segmentor
+    passes no gradient. The arg-max always keeps one channel on.
+    """
+    hard = F.one_hot(probabilities.argmax(dim=1), probabilities.shape[1]).movedim(-1, 1).to(probabilities.dtype)
+    return probabilities + (hard - probabilities).detach()
 
 
 class AnatomyEncoder(nn.Module):
-    """Image -> binary anatomy factor: U-Net, 1x1 to ``channels``, softmax over channels, rounding."""
+    """Image -> one-hot anatomy factor: U-Net, 1x1 to ``channels``, softmax over channels, straight-through arg-max."""
 
     def __init__(self, channels: int, filters: int, depth: int) -> None:
         super().__init__()
         self.unet = UNet(1, channels, filters, depth)
 
     def forward(self, image: torch.Tensor, name: str = "image") -> torch.Tensor:
-        return binarise(torch.softmax(self.unet(image, name), dim=1))
+        return one_hot_straight_through(torch.softmax(self.unet(image, name), dim=1))
+
+
+def _leaky(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2)
 
 
 class ModalityEncoder(nn.Module):
-    """(anatomy, image) -> mean and log-variance of the modality factor z."""
+    """(anatomy, image) -> mean and log-variance of the modality factor z; shared by both modalities.
 
-    def __init__(self, anatomy_channels: int, z_dim: int, width: int = 16, strided_convs: int = 4) -> None:
+    The authors' shape (four stride-2 convolutions of 16-128 filters, no normalisation, a 32-unit
+    layer), except that the last map is pooled to 4 x 4 rather than flattened whole, so that one
+    encoder serves every image size.
+    """
+
+    def __init__(self, anatomy_channels: int, z_dim: int, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
         super().__init__()
-        layers = [conv_bn_relu(anatomy_channels + 1 if i == 0 else width, width, stride=2, leaky=True) for i in range(strided_convs)]
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.dense = nn.Sequential(nn.Linear(width * 16, 32), nn.BatchNorm1d(32), nn.LeakyReLU(0.2, inplace=True))
+        convs = [nn.Conv2d(anatomy_channels + 1 if i == 0 else widths[i - 1], w, 3, stride=2, padding=1) for i, w in enumerate(widths)]
+        self.features = nn.Sequential(*(m for conv in convs for m in (conv, nn.LeakyReLU(0.2))), nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.dense = nn.Sequential(nn.Linear(widths[-1] * 16, 32), nn.LeakyReLU(0.2))
         self.mean = nn.Linear(32, z_dim)
         self.log_variance = nn.Linear(32, z_dim)
 
@@ -74,35 +103,37 @@ class ModalityEncoder(nn.Module):
 
 
 def reparameterise(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
-    """A sample of N(mean, exp(log_variance)) through which gradients flow; the mean at eval time."""
+    """A sample of N(mean, exp(log_variance)) through which gradients flow."""
     return mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
 
 
 class FiLMBlock(nn.Module):
-    """Convolution whose feature maps are scaled and shifted by (gamma, beta) predicted from z."""
+    """Residual block whose second convolution's maps are scaled and shifted by (gamma, beta) predicted from z."""
 
-    def __init__(self, in_channels: int, out_channels: int, z_dim: int) -> None:
+    def __init__(self, width: int, z_dim: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.film = nn.Sequential(nn.Linear(z_dim, out_channels), nn.LeakyReLU(0.2, inplace=True), nn.Linear(out_channels, 2 * out_channels))
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.gamma = nn.Linear(z_dim, width)
+        self.beta = nn.Linear(z_dim, width)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.conv1(x), 0.2)
-        gamma, beta = self.film(z)[:, :, None, None].chunk(2, dim=1)
-        return F.leaky_relu(self.conv2(x) * gamma + beta, 0.2) + x
+        x = _leaky(self.conv1(x))
+        gamma, beta = _leaky(self.gamma(z))[:, :, None, None], _leaky(self.beta(z))[:, :, None, None]
+        return _leaky(self.conv2(x) * gamma + beta) + x
 
 
 class FiLMDecoder(nn.Module):
-    """(anatomy, z) -> image in 0..1, the range the inputs are normalised to."""
+    """(anatomy, z) -> image in 0..1 (the range the inputs are normalised to); shared by both modalities."""
 
-    def __init__(self, anatomy_channels: int, z_dim: int, width: int = 16, blocks: int = 4) -> None:
+    def __init__(self, anatomy_channels: int, z_dim: int, width: int = 8, blocks: int = 4) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(FiLMBlock(anatomy_channels if i == 0 else width, width, z_dim) for i in range(blocks))
-        self.out = nn.Conv2d(width, 1, 3, padding=1)
+        self.stem = nn.Conv2d(anatomy_channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(FiLMBlock(width, z_dim) for _ in range(blocks))
+        self.out = nn.Conv2d(width, 1, 1)
 
     def forward(self, anatomy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = anatomy
+        x = _leaky(self.stem(anatomy))
         for block in self.blocks:
             x = block(x, z)
         return torch.sigmoid(self.out(x))
@@ -144,15 +175,20 @@ class Segmentor(nn.Module):
 
 
 class MaskDiscriminator(nn.Module):
-    """Least-squares GAN critic of mask shapes (softmax or one-hot masks in, a score per sample out)."""
+    """Least-squares GAN critic of mask shapes: foreground channels in, a score per sample out.
 
-    def __init__(self, classes: int, width: int = 32, strided_convs: int = 4) -> None:
+    The authors' small critic (4-8-16-32 filters of 4 x 4, about 20k weights) with spectrally
+    normalised convolutions, so that it judges shape and cannot simply overpower the segmentor; the
+    last map is pooled to 8 x 8 and flattened, which keeps where things are and serves every size.
+    """
+
+    def __init__(self, channels: int, widths: tuple[int, ...] = (4, 8, 16, 32)) -> None:
         super().__init__()
-        layers = [
-            nn.Sequential(nn.Conv2d(classes if i == 0 else width * 2 ** (i - 1), width * 2**i, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True))
-            for i in range(strided_convs)
-        ]
-        self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width * 2 ** (strided_convs - 1), 1))
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            conv = nn.Conv2d(channels if i == 0 else widths[i - 1], width, 4, stride=2 if i < len(widths) - 1 else 1, padding=1)
+            layers += [nn.utils.parametrizations.spectral_norm(conv), nn.LeakyReLU(0.2)]
+        self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(widths[-1] * 64, 1))
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         return self.layers(masks).squeeze(1)
@@ -161,42 +197,43 @@ class MaskDiscriminator(nn.Module):
 class MMSDNet(nn.Module):
     """Generator side of MMSDNet (the mask discriminator is trained beside it, see the trainer).
 
-    ``forward(cine, lge)`` returns a dict of every factor and output the losses and the user need;
-    either input may be ``None`` for single-modality inference (then no alignment or fusion).
+    ``forward(cine, lge)`` returns a dict of every factor and output that the user and the losses
+    need; either input may be ``None`` for single-modality inference (then no alignment or fusion).
+    Reconstructions are computed for training only (``reconstructions=True``).
     """
 
     def __init__(self, config: MMSDNetConfig = MMSDNetConfig()) -> None:
         super().__init__()
         self.config = c = config
         self.anatomy = nn.ModuleList(AnatomyEncoder(c.anatomy_channels, c.filters, c.depth) for _ in range(2))
-        self.modality = nn.ModuleList(ModalityEncoder(c.anatomy_channels, c.z_dim) for _ in range(2))
-        self.decoder = nn.ModuleList(FiLMDecoder(c.anatomy_channels, c.z_dim) for _ in range(2))
+        self.modality = ModalityEncoder(c.anatomy_channels, c.z_dim)
+        self.decoder = FiLMDecoder(c.anatomy_channels, c.z_dim)
         self.localisation = LocalisationNet(c.anatomy_channels, c.control_points, max_offset=c.max_offset)
         self.tps = ThinPlateSpline(c.control_points)
-        self.segmentor = Segmentor(c.anatomy_channels, c.classes, c.filters)
-
-    def encode(self, index: int, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Anatomy, modality factor (mean, log-variance, sample) and reconstruction of one modality."""
-        anatomy = self.anatomy[index](image, self.config.modalities[index])  # checks the input once, by name
-        mean, log_variance = self.modality[index](anatomy, image)
-        z = reparameterise(mean, log_variance) if self.training else mean
-        return {"anatomy": anatomy, "mean": mean, "log_variance": log_variance, "z": z, "reconstruction": self.decoder[index](anatomy, z)}
+        self.segmentor = Segmentor(c.anatomy_channels, c.classes, c.segmentor_filters)
 
     def align(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Warp ``moving`` anatomy onto ``fixed``; returns the warped anatomy and the control-point offsets."""
         offsets = self.localisation(moving, fixed)
         return self.tps(moving, offsets), offsets
 
-    def forward(self, cine: torch.Tensor | None, lge: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def forward(self, cine: torch.Tensor | None, lge: torch.Tensor | None, *, reconstructions: bool = False) -> dict[str, torch.Tensor]:
         """Keys: ``anatomy1/2``, ``warped1`` (cine anatomy on the LGE), ``warped2`` (LGE anatomy on the
-        cine), ``fused1/2``, ``offsets12/21``, ``z``/``mean``/``log_variance``/``reconstruction`` 1/2,
-        and ``logits_<anatomy key>`` for every anatomy."""
+        cine), ``fused1/2``, ``offsets12/21``, and ``logits_<anatomy key>`` for every anatomy.
+
+        ``reconstructions`` (training): also every image-rebuilding term, so that one call (what
+        distributed training synchronises) holds all of them: ``rebuilt`` / ``rebuilt_mean`` /
+        ``rebuilt_log_variance`` for each (anatomy, image) of :data:`RECONSTRUCTIONS` that the inputs
+        allow, stacked in that order along the batch (``rebuilt_target`` the images), and ``z_prior`` / ``z_estimate`` for the
+        z-regression from those anatomies, detached: as in the authors' separate z-regression step it
+        trains the decoder and the modality encoder only, never the anatomy encoders or the alignment.
+        """
         if cine is None and lge is None:
             raise ValueError("MMSDNet needs a cine image, an LGE image or both")
         out: dict[str, torch.Tensor] = {}
         for index, image in enumerate((cine, lge)):
             if image is not None:
-                out.update({f"{key}{index + 1}": value for key, value in self.encode(index, image).items()})
+                out[f"anatomy{index + 1}"] = self.anatomy[index](image, self.config.modalities[index])  # checks the input once, by name
         if cine is not None and lge is not None:
             if cine.shape != lge.shape:
                 raise ValueError(f"cine and LGE batches must have one shape, got {tuple(cine.shape)} and {tuple(lge.shape)}")
@@ -206,12 +243,33 @@ class MMSDNet(nn.Module):
             out["fused1"] = torch.maximum(out["warped2"], out["anatomy1"])
         for key in [k for k in ANATOMY_KEYS if k in out]:
             out[f"logits_{key}"] = self.segmentor(out[key])
+        if reconstructions:
+            images = {"cine": cine, "lge": lge}
+            pairs = [(a, m) for a, m in RECONSTRUCTIONS if a in out]
+            anatomies = torch.cat([out[a] for a, _ in pairs])
+            out["rebuilt_target"] = torch.cat([images[m] for _, m in pairs])
+            rebuilt = self.reconstruct(anatomies, out["rebuilt_target"])
+            out.update({f"rebuilt_{k}" if k != "reconstruction" else "rebuilt": v for k, v in rebuilt.items()})
+            out["z_prior"] = torch.randn(len(anatomies), self.config.z_dim, device=anatomies.device)
+            out["z_estimate"] = self.regress_z(anatomies.detach(), out["z_prior"])
         return out
 
-    def reencode_z(self, index: int, anatomy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Decode ``z`` with ``anatomy`` and encode the result again: the z-reconstruction term's input."""
-        image = self.decoder[index](anatomy, z)
-        return self.modality[index](anatomy, image)[0]
+    def reconstruct(self, anatomy: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encode ``image``'s modality factor given ``anatomy`` and rebuild ``image`` from both.
+
+        With another modality's warped or fused anatomy this is a cross-reconstruction: the image
+        can only come back if that anatomy sits where, and means what, this image's own does.
+        """
+        mean, log_variance = self.modality(anatomy, image)
+        z = reparameterise(mean, log_variance) if self.training else mean
+        return {"mean": mean, "log_variance": log_variance, "reconstruction": self.decoder(anatomy, z)}
+
+    def regress_z(self, anatomy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Decode ``z`` with ``anatomy`` and encode the result again: the z-reconstruction term's estimate of ``z``."""
+        return self.modality(anatomy, self.decoder(anatomy, z))[0]
 
 
 ANATOMY_KEYS = ("anatomy1", "anatomy2", "warped1", "warped2", "fused1", "fused2")
+RECONSTRUCTIONS = (("anatomy1", "cine"), ("anatomy2", "lge"), ("warped1", "lge"), ("fused2", "lge"), ("warped2", "cine"), ("fused1", "cine"))
+"""(anatomy, image it must rebuild): own, and the four cross-reconstructions from the other modality's
+warped and fused anatomy (the authors' six; each also has its KL term)."""

@@ -36,7 +36,6 @@ from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen
 from crossmodal.reproduce.registration_baselines import copy_masks, register_masks
 from crossmodal.training.cardiac_data import (
     CardiacPatient,
-    balanced_batches,
     build_samples,
     load_patient,
 )
@@ -129,7 +128,7 @@ def run_fold_method(fold: Fold, method_name: str, fraction: int, patients: dict[
     def validate(m: Method) -> float:
         return float(np.mean([score_common_grid(p, predict_patient(m, p)[m.outputs[-1]]) for p in validation]))
 
-    batches = balanced_batches(samples, usable, schedule.batch_size, method.name)
+    batches = method.batches(samples, schedule.batch_size)
     result = train(method, batches, Schedule(schedule.steps, schedule.validate_every), seed=seed, validate=validate)
     scores = {name: {} for name in method.outputs}
     for p in fold.test:

@@ -51,14 +51,18 @@ def mask_classes(mask: sitk.Image, source: str) -> sitk.Image:
 
 
 def load_patient(case: CardiacCase, config: PairingConfig) -> CardiacPatient:
-    """Read, pair and normalise one patient (both images needed; masks when the case has them)."""
-    lge, cine = case.read("DE"), case.read("C0")
+    """Read, pair and normalise one patient (masks when the case has them).
+
+    A patient without a cine (MS-CMRSeg 36-45) gives LGE samples alone, laid out as single-LGE
+    inference lays them out; its cine rows are zeros and no sample is paired.
+    """
+    lge, cine = case.read("DE"), case.read("C0") if case.is_pair else None
     masks = {m: mask_classes(case.read_mask(m), f"patient {case.patient} {m} mask") for m in ("DE", "C0") if case.has_mask(m)}
-    stack = pair_volumes(lge, cine, config, reference_mask=masks.get("DE"), other_mask=masks.get("C0"))
+    stack = pair_volumes(lge, cine, config, reference_mask=masks.get("DE"), other_mask=masks.get("C0") if cine is not None else None)
     return CardiacPatient(
         patient=case.patient,
         stack=stack,
-        cine=normalise_mr(stack.images["cine"], per_slice=True),
+        cine=normalise_mr(stack.images["cine"], per_slice=True) if cine is not None else np.zeros_like(stack.images["LGE"]),
         lge=normalise_mr(stack.images["LGE"], per_slice=True),
         cine_mask=stack.masks.get("cine"),
         lge_mask=stack.masks.get("LGE"),
@@ -124,6 +128,25 @@ def balanced_batches(samples: SampleSet, usable: torch.Tensor, batch_size: int, 
 
     def draw(generator: torch.Generator) -> SampleSet:
         return samples.batch(torch.cat([pool[torch.randint(len(pool), (count,), generator=generator)] for pool, count in pools]))
+
+    return draw
+
+
+def paired_or_lge_only_batches(samples: SampleSet, batch_size: int, name: str):
+    """MMSDNet's drawer: a batch of paired slices (drawn as :func:`balanced_batches` draws) or, as often
+    as a uniform draw over all slices would pick them, a batch of LGE-labelled slices without a cine.
+
+    A batch is never mixed, so that every step runs the network once on inputs of one kind.
+    """
+    paired = balanced_batches(samples, samples.has_cine, batch_size, name)
+    lge_only = samples.has_lge_mask & ~samples.has_cine
+    if not lge_only.any():
+        return paired
+    alone = balanced_batches(samples, lge_only, batch_size, name)
+    share = float(lge_only.sum() / (lge_only.sum() + samples.has_cine.sum()))
+
+    def draw(generator: torch.Generator) -> SampleSet:
+        return alone(generator) if torch.rand((), generator=generator) < share else paired(generator)
 
     return draw
 

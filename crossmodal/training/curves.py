@@ -13,15 +13,17 @@ import numpy as np
 from crossmodal.image_io import atomic_output
 
 CURVES_PNG, CURVES_CSV = "progress.png", "progress.csv"
+NOT_LOSSES = ("step", "validation", "stream", "learning_rate_factor")
+"""Event keys that are not loss terms (the learning-rate factor goes to the CSV, not onto the loss axes)."""
 SMOOTHING_STEPS = 50
 """Window of the running mean drawn over each (noisy) loss term."""
 
 
 def history_columns(history: list[dict]) -> list[str]:
-    """"step", every loss term in order of first appearance, then "validation" where there was one."""
+    """"step", every loss term in order of first appearance, then the learning-rate factor and "validation" where there were."""
     keys = list(dict.fromkeys(key for event in history for key in event))
-    terms = [k for k in keys if k not in ("step", "validation", "stream")]
-    return ["step", *terms, *(["validation"] if "validation" in keys else [])]
+    terms = [k for k in keys if k not in NOT_LOSSES]
+    return ["step", *terms, *[k for k in ("learning_rate_factor", "validation") if k in keys]]
 
 
 def write_curves(history: list[dict], folder: Path, title: str, best_step: int | None = None) -> dict[str, Path]:
@@ -51,7 +53,7 @@ def draw_curves(history: list[dict], columns: list[str], title: str, best_step: 
     figure = Figure(figsize=(10, 6.5 if validated else 4), layout="constrained")
     axes = figure.subplots(2 if validated else 1, 1, sharex=True, squeeze=False)[:, 0]
     steps = np.array([e["step"] for e in history])
-    for term in [c for c in columns if c not in ("step", "validation")]:
+    for term in [c for c in columns if c not in NOT_LOSSES]:
         values = np.array([e.get(term, np.nan) for e in history], float)
         line = axes[0].plot(steps, values, alpha=0.25, linewidth=0.8)[0]
         window = min(SMOOTHING_STEPS, max(1, len(values) // 10))

@@ -9,14 +9,15 @@ gives "MMSDNet-single" (the LGE anatomy alone) and "MMSDNet-multi" (the fused an
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crossmodal.nets.mmsdnet import MaskDiscriminator, MMSDNet, MMSDNetConfig
-from crossmodal.training.cardiac_data import Augmentation, SampleSet
+from crossmodal.nets.mmsdnet import ANATOMY_KEYS, MaskDiscriminator, MMSDNet, MMSDNetConfig
+from crossmodal.training.cardiac_data import Augmentation, SampleSet, balanced_batches, paired_or_lge_only_batches
 from crossmodal.training.distributed import bare
 from crossmodal.training.losses import (
     dice_loss,
@@ -56,6 +57,10 @@ class Method(NetworkTraining, ABC):
     def usable(self, samples: SampleSet) -> torch.Tensor:
         """Which samples this method can learn from (boolean per sample)."""
 
+    def batches(self, samples: SampleSet, batch_size: int) -> Callable[[torch.Generator], SampleSet]:
+        """The batch drawer this method trains from (see :func:`balanced_batches`)."""
+        return balanced_batches(samples, self.usable(samples), batch_size, self.name)
+
     @abstractmethod
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
         """Probabilities (slices, classes, H, W) for each of ``outputs``; ``paired`` flags slices with a cine."""
@@ -65,59 +70,67 @@ class Method(NetworkTraining, ABC):
         return [t.to(self.device) for pair in self.augment(*pairs, generator=generator) for t in pair]
 
 
+SUPERVISION = (("anatomy1", "cine"), ("warped2", "cine"), ("fused1", "cine"), ("anatomy2", "lge"), ("warped1", "lge"), ("fused2", "lge"))
+"""(anatomy, mask it is scored against): the six Dice targets; the LGE ones only on LGE-labelled samples."""
+
+
 class MMSDNetMethod(Method):
-    """MMSDNet with its mask discriminator, trained semi-supervised from paired slices."""
+    """MMSDNet with its mask discriminator, trained semi-supervised as the authors wire it.
+
+    A step sees paired slices (every term) or, from patients without a cine, LGE-labelled slices
+    alone (the LGE's own Dice, reconstruction and adversarial terms): see :func:`paired_or_lge_only_batches`.
+    """
 
     name = "MMSDNet"
     outputs = ("MMSDNet-single", "MMSDNet-multi")
 
-    def __init__(self, config: MMSDNetConfig, device: torch.device, learning_rate: float = 1e-4, weights: LossWeights = LossWeights()) -> None:
+    def __init__(self, config: MMSDNetConfig, device: torch.device, learning_rate: float = 1e-4, weights: LossWeights = LossWeights(),
+                 bfloat16: bool = False) -> None:
         super().__init__(MMSDNet(config), learning_rate, device)
-        self.config, self.weights = config, weights
-        self.discriminator = MaskDiscriminator(config.classes).to(device)
+        self.config, self.weights, self.bfloat16 = config, weights, bfloat16
+        self.discriminator = MaskDiscriminator(config.classes - 1).to(device)
         self.discriminator_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=learning_rate)
 
     def usable(self, samples: SampleSet) -> torch.Tensor:
-        return samples.has_cine
+        return samples.has_cine | samples.has_lge_mask
+
+    def batches(self, samples: SampleSet, batch_size: int) -> Callable[[torch.Generator], SampleSet]:
+        return paired_or_lge_only_batches(samples, batch_size, self.name)
 
     def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
         return {**super().parts(), "discriminator": bare(self.discriminator), "discriminator_optimiser": self.discriminator_optimiser}
 
     def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
-        net, w, classes = self.network, self.weights, self.config.classes
+        net, w = self.network, self.weights
         net.train()
         cine, cine_mask, lge, lge_mask = self._augmented((batch.cine, batch.cine_mask), (batch.lge, batch.lge_mask), generator=generator)
         labelled = batch.has_lge_mask.to(self.device)
-        out = net(cine, lge)
-
+        paired = bool(batch.has_cine.all())
+        if not paired and batch.has_cine.any():
+            raise ValueError(f"{self.name}: a batch must be all paired or all LGE-only (see paired_or_lge_only_batches)")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):  # losses below in float32
+            out = {k: v.float() for k, v in net(cine if paired else None, lge, reconstructions=True).items()}
+        masks = {"cine": cine_mask, "lge": lge_mask}
+        count = len(out["rebuilt"]) // len(lge)  # each term below is the sum over the reconstructions, as in the authors' code
         terms = {
-            "kl": kl_divergence(out["mean1"], out["log_variance1"]) + kl_divergence(out["mean2"], out["log_variance2"]),
-            "reconstruction": F.l1_loss(out["reconstruction1"], cine) + F.l1_loss(out["reconstruction2"], lge),
-            "z_reconstruction": self._z_reconstruction(out),
-            "dice": sum(dice_loss(out[f"logits_{k}"], cine_mask) for k in ("anatomy1", "warped2", "fused1"))
-            + sum(dice_loss(out[f"logits_{k}"][labelled], lge_mask[labelled]) for k in ("anatomy2", "warped1", "fused2")),
+            "kl": count * kl_divergence(out["rebuilt_mean"], out["rebuilt_log_variance"]),
+            # L1 on the authors' [-1, 1] image scale (ours is 0..1), so that weight 10 means what it meant there.
+            "reconstruction": count * 2 * F.l1_loss(out["rebuilt"], out["rebuilt_target"]),
+            "z_reconstruction": count * F.l1_loss(out["z_estimate"], out["z_prior"]),
+            "dice": sum(dice_loss(out[f"logits_{a}"], masks[m]) if m == "cine" else dice_loss(out[f"logits_{a}"][labelled], masks[m][labelled])
+                        for a, m in SUPERVISION if a in out),
         }
-        fake = [torch.softmax(out[f"logits_{k}"], dim=1) for k in ("anatomy2", "fused2")]
-        # One critic pass over both fakes (it has no batch statistics, so this equals two passes;
-        # DDP wants one forward per backward). The mean over both equals the mean of the two means.
-        terms["adversarial"] = 2 * generator_adversarial(self.discriminator(torch.cat(fake)))
+        predicted = [a for a in ANATOMY_KEYS if a in out]
+        fake = torch.cat([torch.softmax(out[f"logits_{a}"], dim=1)[:, 1:] for a in predicted])
+        terms["adversarial"] = len(predicted) * generator_adversarial(self.discriminator(fake))
         total = sum(getattr(w, k) * v for k, v in terms.items())
         self._apply(total, self.optimiser)
 
-        real = one_hot(torch.cat([cine_mask, lge_mask[labelled]]), classes)
-        scores = self.discriminator(torch.cat([real, *fake]).detach())
+        real = soft_edges(one_hot(torch.cat([cine_mask] * paired + [lge_mask[labelled]]), self.config.classes)[:, 1:])
+        scores = self.discriminator(torch.cat([real, fake.detach()]))
         d_loss = discriminator_adversarial(scores[: len(real)], scores[len(real) :])
         self._apply(d_loss, self.discriminator_optimiser)
         return {"loss": total.item(), "discriminator": d_loss.item(), **{k: v.item() for k, v in terms.items()}}
-
-    def _z_reconstruction(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Decode a z drawn from the prior and encode it again: it should come back (L1)."""
-        loss = 0.0
-        for index in (0, 1):
-            anatomy = out[f"anatomy{index + 1}"]
-            z = torch.randn(len(anatomy), self.config.z_dim, device=anatomy.device)
-            loss = loss + F.l1_loss(self.module.reencode_z(index, anatomy, z), z)
-        return loss
 
     @torch.no_grad()
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -128,3 +141,9 @@ class MMSDNetMethod(Method):
             out = self.module(cine[paired].to(self.device), lge[paired].to(self.device))
             multi[paired] = torch.softmax(out["logits_fused2"], dim=1).cpu()
         return {"MMSDNet-single": single, "MMSDNet-multi": multi}
+
+
+def soft_edges(masks: torch.Tensor) -> torch.Tensor:
+    """One-hot masks with their edges blurred over a pixel, like the authors' bilinearly rotated real masks,
+    so that the critic judges shape rather than telling hard masks from softmax ones."""
+    return F.avg_pool2d(masks, 3, stride=1, padding=1, count_include_pad=False)

@@ -36,7 +36,7 @@ from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
-from crossmodal.training.cardiac_data import CardiacPatient, balanced_batches, build_samples, load_patient
+from crossmodal.training.cardiac_data import CardiacPatient, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
 from crossmodal.training.methods import MMSDNetMethod
 from crossmodal.training.trainer import Schedule, Trainable, TrainingResult
@@ -67,6 +67,9 @@ class Recipe:
     steps: int = 1000
     batch_size: int = 8
     learning_rate: float = 1e-3
+    warmup_steps: int = 0
+    final_learning_rate: float = 1.0
+    """Fraction of ``learning_rate`` the cosine decay ends at (1: constant); see :class:`Schedule`."""
     validate_every: int = 100
     checkpoint_every: int = 100
     seed: int = 0
@@ -76,6 +79,9 @@ class Recipe:
 
     def prepare(self, device: torch.device, progress: Progress) -> Job:
         raise NotImplementedError
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.steps, self.validate_every, self.warmup_steps, self.final_learning_rate)
 
     def data_folder(self, key: str) -> Path:
         if key not in self.data:
@@ -104,11 +110,14 @@ class MMSDNetRecipe(Recipe):
     Short trainings without it can fling control points far outside the image."""
     validation: list[int] | int = 2
     """Fully labelled patients that choose the checkpoint: their numbers, or how many (the highest-numbered)."""
+    bfloat16: bool = False
+    """Run the network's forward pass in bfloat16 autocast (losses, alignment and critic stay float32): about 1.3x
+    faster steps on CPUs with AVX512-BF16 and on GPUs; slower where the CPU has to emulate it."""
 
     architecture = "MMSDNet"
 
     def validation_patients(self, patients: dict[int, CardiacPatient], folder: Path) -> list[int]:
-        labelled = sorted(p for p, patient in patients.items() if patient.lge_mask is not None)
+        labelled = sorted(p for p, patient in patients.items() if patient.lge_mask is not None and patient.paired.any())
         if isinstance(self.validation, int):
             if len(labelled) <= self.validation:
                 raise InputError(folder, f"holds {len(labelled)} fully labelled cine + LGE pairs; training needs more than the {self.validation} that validate")
@@ -120,9 +129,11 @@ class MMSDNetRecipe(Recipe):
 
     def prepare(self, device: torch.device, progress: Progress) -> Job:
         folder = self.data_folder("mscmrseg")
-        cases = [c for c in discover_mscmrseg(folder) if c.is_pair and c.has_mask("C0")]
-        if not cases:
+        found = discover_mscmrseg(folder)
+        if not any(c.is_pair and c.has_mask("C0") for c in found):
             raise InputError(folder, "holds no paired cine + LGE patients with cine masks (MS-CMRSeg layout)")
+        # Pairs with cine masks, and LGE-only patients with LGE masks (they train the LGE branch alone).
+        cases = [c for c in found if (c.has_mask("C0") if c.is_pair else c.has_mask("DE"))]
         pairing = PairingConfig(spacing_mm=self.spacing_mm, size=self.size)
         patients: dict[int, CardiacPatient] = {}
         for i, case in enumerate(cases, 1):
@@ -134,7 +145,8 @@ class MMSDNetRecipe(Recipe):
         lge_labelled = set(labelled[: round(self.lge_fraction * len(labelled))])
         samples = build_samples([patients[p] for p in training], lge_labelled)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
-        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate)
+        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate,
+                               bfloat16=self.bfloat16)
         validation = [patients[p] for p in chosen]
 
         def validate(m: MMSDNetMethod) -> float:
@@ -151,8 +163,8 @@ class MMSDNetRecipe(Recipe):
                 validation={"patients": chosen, "dice_native_lge": native},
             )
 
-        return Job(method, method.network, balanced_batches(samples, method.usable(samples), self.batch_size, method.name),
-                   Schedule(self.steps, self.validate_every), validate if validation else None, card)
+        return Job(method, method.network, method.batches(samples, self.batch_size),
+                   self.schedule(), validate if validation else None, card)
 
 
 @dataclass
@@ -238,7 +250,7 @@ class DualStreamRecipe(Recipe):
                 validation={"subjects": {s.case_id: s.modality for s in held}, "dice_native": scores, "average": average},
             )
 
-        return Job(trainer, trainer.network, alternating_batches(samplers, self.batch_size), Schedule(self.steps, self.validate_every),
+        return Job(trainer, trainer.network, alternating_batches(samplers, self.batch_size), self.schedule(),
                    validate if held else None, card)
 
 

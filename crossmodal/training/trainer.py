@@ -85,10 +85,22 @@ class NetworkTraining:
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long a method trains and how often it is validated."""
+    """How long a method trains, how often it is validated, and how its learning rate moves."""
 
     steps: int
     validate_every: int = 50
+    warmup_steps: int = 0
+    """Linear warm-up from 1/warmup_steps of each optimiser's learning rate (calms the first steps of Adam and the critic)."""
+    final_learning_rate: float = 1.0
+    """After warm-up, cosine decay to this fraction of each optimiser's learning rate; 1: constant."""
+
+    def learning_rate_factor(self, step: int) -> float:
+        """Multiplier of each optimiser's own learning rate at ``step`` (1-based); a function of the step
+        alone, so that a resumed run goes on with the rate it would have had."""
+        if step <= self.warmup_steps:
+            return step / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.final_learning_rate + (1 - self.final_learning_rate) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,9 @@ def train(
         restore(method, generator, state, seed)
         best.best_step, best.best_score, best.history = state["best_step"], state["best_score"], state["history"]
         best_state, first = state["best_state"], state["step"] + 1
+    optimisers = [part for part in method.parts().values() if isinstance(part, torch.optim.Optimizer)]
+    for group in (g for o in optimisers for g in o.param_groups):
+        group.setdefault("initial_lr", group["lr"])  # kept in the optimiser's state, so a resumed run has it too
     start = time.perf_counter()
 
     def save(step: int) -> None:
@@ -157,10 +172,13 @@ def train(
             save_checkpoint(checkpointing.path, snapshot(method, generator, seed, step, best, best_state))
 
     for step in range(first, schedule.steps + 1):
+        factor = schedule.learning_rate_factor(step)
+        for group in (g for o in optimisers for g in o.param_groups):
+            group["lr"] = group["initial_lr"] * factor
         losses = method.train_step(next_batch(generator), generator)
         if not all(map(math.isfinite, losses.values())):
             raise FloatingPointError(f"{method.name}: loss became non-finite at step {step}: {losses}")
-        event = {"step": step, **losses}
+        event = {"step": step, **losses, "learning_rate_factor": factor}
         if validate is not None and (step % schedule.validate_every == 0 or step == schedule.steps):
             event["validation"] = score = validate(method)
             if score > best.best_score:
