@@ -36,6 +36,18 @@ def test_hearts_a_few_mm_apart_pass_and_several_cm_apart_are_flagged():
     assert cardiac_warnings(pair.lge_mask, None) == [] and cardiac_warnings(pair.lge_mask, pair.cine_mask * 0) == []
 
 
+def test_hearts_a_centimetre_or_more_apart_in_the_slice_plane_say_to_prefer_the_lge_only_mask():
+    """Measured on the shared pairs: from about 10 mm in the LGE's plane the fused mask loses to the LGE-only one."""
+    pair = cardiac_pair(seed=3)
+    (warning,) = cardiac_warnings(pair.lge_mask, moved(pair.cine_mask, 12, 5))
+    assert re.match(r"the left ventricle lies 1\d mm apart in the cine and the LGE within the LGE's slices", warning), warning
+    assert "prefer the LGE-only mask" in warning
+    normal = np.asarray(pair.cine_mask.GetDirection()).reshape(3, 3)[:, 2]
+    along_normal = sitk.Image(pair.cine_mask)
+    along_normal.SetOrigin(tuple(np.asarray(pair.cine_mask.GetOrigin()) + normal * 14))  # through the slices: not an in-plane misalignment
+    assert cardiac_warnings(pair.lge_mask, along_normal) == []
+
+
 def tagged(image: sitk.Image, **tags: str) -> sitk.Image:
     """A copy of ``image`` with DICOM header tags, as the series reader keeps them."""
     names = {"sequence": "0018|0020", "inversion_ms": "0018|0082", "description": "0008|103e"}
