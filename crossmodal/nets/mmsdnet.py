@@ -224,8 +224,8 @@ class MMSDNet(nn.Module):
         ``reconstructions`` (training): also every image-rebuilding term, so that one call (what
         distributed training synchronises) holds all of them: ``rebuilt`` / ``rebuilt_mean`` /
         ``rebuilt_log_variance`` for each (anatomy, image) of :data:`RECONSTRUCTIONS` that the inputs
-        allow, stacked in that order along the batch (``rebuilt_target`` the images), and ``z_prior`` / ``z_estimate`` for the
-        z-regression from those anatomies, detached: as in the authors' separate z-regression step it
+        allow, stacked in that order along the batch (``rebuilt_target`` the images), and ``z_prior`` /
+        ``z_estimate`` for the z-regression from those anatomies, detached: as in the authors' separate z-regression step it
         trains the decoder and the modality encoder only, never the anatomy encoders or the alignment.
         """
         if cine is None and lge is None:
@@ -249,7 +249,7 @@ class MMSDNet(nn.Module):
             anatomies = torch.cat([out[a] for a, _ in pairs])
             out["rebuilt_target"] = torch.cat([images[m] for _, m in pairs])
             rebuilt = self.reconstruct(anatomies, out["rebuilt_target"])
-            out.update({f"rebuilt_{k}" if k != "reconstruction" else "rebuilt": v for k, v in rebuilt.items()})
+            out["rebuilt"], out["rebuilt_mean"], out["rebuilt_log_variance"] = rebuilt["reconstruction"], rebuilt["mean"], rebuilt["log_variance"]
             out["z_prior"] = torch.randn(len(anatomies), self.config.z_dim, device=anatomies.device)
             out["z_estimate"] = self.regress_z(anatomies.detach(), out["z_prior"])
         return out
