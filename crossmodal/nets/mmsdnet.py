@@ -223,7 +223,7 @@ class MMSDNet(nn.Module):
 
         ``reconstructions`` (training): also every image-rebuilding term, so that one call (what
         distributed training synchronises) holds all of them: ``rebuilt`` / ``rebuilt_mean`` /
-        ``rebuilt_log_variance`` for each (anatomy, image) of :data:`RECONSTRUCTIONS` that the inputs
+        ``rebuilt_log_variance`` for each (anatomy, image) of :data:`SPACE_OF` that the inputs
         allow, stacked in that order along the batch (``rebuilt_target`` the images), and ``z_prior`` /
         ``z_estimate`` for the z-regression from those anatomies, detached: as in the authors' separate z-regression step it
         trains the decoder and the modality encoder only, never the anatomy encoders or the alignment.
@@ -245,7 +245,7 @@ class MMSDNet(nn.Module):
             out[f"logits_{key}"] = self.segmentor(out[key])
         if reconstructions:
             images = {"cine": cine, "lge": lge}
-            pairs = [(a, m) for a, m in RECONSTRUCTIONS if a in out]
+            pairs = [(a, m) for a, m in SPACE_OF.items() if a in out]
             anatomies = torch.cat([out[a] for a, _ in pairs])
             out["rebuilt_target"] = torch.cat([images[m] for _, m in pairs])
             rebuilt = self.reconstruct(anatomies, out["rebuilt_target"])
@@ -270,6 +270,7 @@ class MMSDNet(nn.Module):
 
 
 ANATOMY_KEYS = ("anatomy1", "anatomy2", "warped1", "warped2", "fused1", "fused2")
-RECONSTRUCTIONS = (("anatomy1", "cine"), ("anatomy2", "lge"), ("warped1", "lge"), ("fused2", "lge"), ("warped2", "cine"), ("fused1", "cine"))
-"""(anatomy, image it must rebuild): own, and the four cross-reconstructions from the other modality's
-warped and fused anatomy (the authors' six; each also has its KL term)."""
+SPACE_OF = {"anatomy1": "cine", "anatomy2": "lge", "warped1": "lge", "fused2": "lge", "warped2": "cine", "fused1": "cine"}
+"""Each anatomy and the image whose space it lies in: the image it is rebuilt into (own, and the four
+cross-reconstructions from the other modality's warped and fused anatomy; each also has its KL term)
+and the mask it is scored against: the authors' six reconstruction and six Dice targets."""

@@ -58,7 +58,7 @@ def load_patient(case: CardiacCase, config: PairingConfig) -> CardiacPatient:
     """
     lge, cine = case.read("DE"), case.read("C0") if case.is_pair else None
     masks = {m: mask_classes(case.read_mask(m), f"patient {case.patient} {m} mask") for m in ("DE", "C0") if case.has_mask(m)}
-    stack = pair_volumes(lge, cine, config, reference_mask=masks.get("DE"), other_mask=masks.get("C0") if cine is not None else None)
+    stack = pair_volumes(lge, cine, config, reference_mask=masks.get("DE"), other_mask=masks.get("C0"))
     return CardiacPatient(
         patient=case.patient,
         stack=stack,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crossmodal.nets.mmsdnet import ANATOMY_KEYS, MaskDiscriminator, MMSDNet, MMSDNetConfig
+from crossmodal.nets.mmsdnet import ANATOMY_KEYS, SPACE_OF, MaskDiscriminator, MMSDNet, MMSDNetConfig
 from crossmodal.training.cardiac_data import Augmentation, SampleSet, balanced_batches, paired_or_lge_only_batches
 from crossmodal.training.distributed import bare
 from crossmodal.training.losses import (
@@ -70,10 +70,6 @@ class Method(NetworkTraining, ABC):
         return [t.to(self.device) for pair in self.augment(*pairs, generator=generator) for t in pair]
 
 
-SUPERVISION = (("anatomy1", "cine"), ("warped2", "cine"), ("fused1", "cine"), ("anatomy2", "lge"), ("warped1", "lge"), ("fused2", "lge"))
-"""(anatomy, mask it is scored against): the six Dice targets; the LGE ones only on LGE-labelled samples."""
-
-
 class MMSDNetMethod(Method):
     """MMSDNet with its mask discriminator, trained semi-supervised as the authors wire it.
 
@@ -118,7 +114,7 @@ class MMSDNetMethod(Method):
             "reconstruction": count * 2 * F.l1_loss(out["rebuilt"], out["rebuilt_target"]),
             "z_reconstruction": count * F.l1_loss(out["z_estimate"], out["z_prior"]),
             "dice": sum(dice_loss(out[f"logits_{a}"], masks[m]) if m == "cine" else dice_loss(out[f"logits_{a}"][labelled], masks[m][labelled])
-                        for a, m in SUPERVISION if a in out),
+                        for a, m in SPACE_OF.items() if a in out),  # the LGE targets only on LGE-labelled samples
         }
         predicted = [a for a in ANATOMY_KEYS if a in out]
         fake = torch.cat([torch.softmax(out[f"logits_{a}"], dim=1)[:, 1:] for a in predicted])

@@ -162,8 +162,8 @@ def train(
         restore(method, generator, state, seed)
         best.best_step, best.best_score, best.history = state["best_step"], state["best_score"], state["history"]
         best_state, first = state["best_state"], state["step"] + 1
-    optimisers = [part for part in method.parts().values() if isinstance(part, torch.optim.Optimizer)]
-    for group in (g for o in optimisers for g in o.param_groups):
+    groups = [g for part in method.parts().values() if isinstance(part, torch.optim.Optimizer) for g in part.param_groups]
+    for group in groups:
         group.setdefault("initial_lr", group["lr"])  # kept in the optimiser's state, so a resumed run has it too
     start = time.perf_counter()
 
@@ -173,7 +173,7 @@ def train(
 
     for step in range(first, schedule.steps + 1):
         factor = schedule.learning_rate_factor(step)
-        for group in (g for o in optimisers for g in o.param_groups):
+        for group in groups:
             group["lr"] = group["initial_lr"] * factor
         losses = method.train_step(next_batch(generator), generator)
         if not all(map(math.isfinite, losses.values())):
