@@ -8,12 +8,13 @@ from crossmodal.reproduce.mmsdnet import main, make_folds, significance, summari
 
 
 def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint():
-    labelled, unlabelled = [1, 3, 5, 8, 11, 28, 29, 30, 33, 35], [2, 4, 6]
-    folds = make_folds(labelled, unlabelled)
+    labelled, unlabelled, lge_only = [1, 3, 5, 8, 11, 28, 29, 30, 33, 35], [2, 4, 6], [36, 38]
+    folds = make_folds(labelled, unlabelled, lge_only)
     assert sorted(p for f in folds for p in f.test) == labelled
     for f in folds:
         assert not set(f.train) & set(f.test) and not set(f.train) & set(f.validation) and not set(f.validation) & set(f.test)
         assert set(unlabelled) <= set(f.train) and set(f.labelled_train) <= set(f.train) and len(f.validation) == 2
+        assert set(lge_only) <= set(f.labelled_train)  # LGE-only patients train (their LGE masks count in the fractions)
         sizes = [len(f.lge_labelled(x)) for x in (100, 50, 25, 0)]
         assert sizes[0] == len(f.labelled_train) and sizes[3] == 0 and sizes[0] >= sizes[1] >= sizes[2] >= 1
         assert f.lge_labelled(25) <= f.lge_labelled(50) <= f.lge_labelled(100)
@@ -21,8 +22,8 @@ def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint()
         make_folds([1, 2, 3, 4, 5], [])
 
 
-def run(method, fraction, fold, scores):
-    return {"method": method, "fraction": fraction, "fold": fold, "scores": scores}
+def run(method, fraction, fold, scores, seed=0):
+    return {"method": method, "fraction": fraction, "fold": fold, "scores": scores, "seed": seed}
 
 
 def patient_scores(myo, lv):
@@ -46,6 +47,15 @@ def test_summary_pools_folds_and_the_test_compares_with_the_best_other_method():
     assert tests["100"]["against"] == "UNet-single" and tests["100"]["difference"] > 0
 
 
+def test_a_patient_tested_with_several_seeds_counts_once_at_its_mean_over_them():
+    runs = [run("MMSDNet", 0, 0, {"MMSDNet-multi": {"1": patient_scores(0.6, 0.8), "2": patient_scores(0.7, 0.9)}}, seed=0),
+            run("MMSDNet", 0, 0, {"MMSDNet-multi": {"1": patient_scores(0.4, 0.6), "2": patient_scores(0.7, 0.9)}}, seed=1)]
+    cell = summarise(runs)["MMSDNet-multi"]["0"]
+    assert cell["patients"] == ["1", "2"]
+    assert cell["volume_myocardium"]["values"] == pytest.approx([0.5, 0.7])
+    assert cell["seed_means"] == pytest.approx({"0": 0.75, "1": 0.65})
+
+
 def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tmp_path, capsys):
     args = ["--data", str(phantom_mscmrseg), "--out", str(tmp_path), "--folds", "0", "--fractions", "100", "0",
             "--methods", "MMSDNet", "UNet-single", "--steps", "2", "--schedule", "reduced"]
@@ -53,7 +63,8 @@ def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tm
     result = json.loads((tmp_path / "table1.json").read_text())
     assert {"MMSDNet-multi", "MMSDNet-single", "UNet-single"} <= result["table"].keys()
     assert "0" not in result["table"]["UNet-single"]  # no labelled LGE at 0 %: cannot train
-    assert json.loads((tmp_path / "runs" / "0-UNet-single-0.json").read_text())["trained"] is False
+    assert json.loads((tmp_path / "runs" / "0-UNet-single-0-0.json").read_text())["trained"] is False
+    assert sorted(p.name for p in (tmp_path / "runs").glob("0-MMSDNet-*")) == [f"0-MMSDNet-{f}-{s}.json" for f in (0, 100) for s in (0, 1)]
     assert "| MMSDNet-multi |" in (tmp_path / "table1.md").read_text(encoding="utf-8")
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
     capsys.readouterr()

@@ -9,7 +9,7 @@ from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig
 from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, UNetMethod
 from crossmodal.training.cardiac_data import Augmentation, balanced_batches, build_samples, load_patient
-from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
+from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native, validation_score
 from crossmodal.training.methods import MMSDNetMethod
 from crossmodal.training.trainer import Schedule, train
 
@@ -103,6 +103,27 @@ def test_a_perfect_prediction_scores_near_one_on_the_native_lge_grid(patients):
     scores = score_native(p, perfect)
     assert scores["volume"]["left ventricle"] > 0.9 and scores["volume"]["myocardium"] > 0.75  # 2.5 mm grid vs ~0.75 mm voxels
     assert score_common_grid(p, perfect) == 1.0
+
+
+class _Fixed(UNetMethod):
+    """A method whose outputs are given probabilities: here only the checkpoint score is under test."""
+
+    def __init__(self, outputs: dict[str, np.ndarray]) -> None:
+        super().__init__(3, 4, 2, CPU, both=False)
+        self.fixed = outputs
+        self.outputs = tuple(outputs)
+
+    def predict(self, cine, lge, paired):
+        return {name: torch.from_numpy(probs).permute(1, 0, 2, 3) for name, probs in self.fixed.items()}
+
+
+def test_checkpoints_are_chosen_for_every_output_of_a_method(patients):
+    """A perfect fused result beside a collapsed LGE-only one must not score as perfect."""
+    p = patients[2]
+    perfect = np.stack([(p.lge_mask == c).astype(np.float32) for c in range(3)])
+    collapsed = np.stack([np.ones_like(perfect[0]), np.zeros_like(perfect[0]), np.zeros_like(perfect[0])])
+    assert validation_score(_Fixed({"fused": perfect}), [p]) == 1.0
+    assert validation_score(_Fixed({"single": collapsed, "fused": perfect}), [p]) == pytest.approx(0.5)
 
 
 def test_predictions_cover_every_lge_slice_for_every_output(patients):

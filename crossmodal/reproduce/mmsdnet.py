@@ -4,11 +4,17 @@
 
 Splits are by patient. Only the 10 fully labelled pairs can be scored, so they are dealt into 3 test
 folds (each tested once); per fold two of the remaining labelled pairs validate (checkpoint choice)
-and the rest train, together with every paired patient whose LGE has no mask (cine masks only).
-The LGE-mask fraction (100/50/25/0 %) applies to the labelled training patients, nested (the 25 %
-patients are among the 50 %, ...). Cine masks are always used.
+and the rest train, together with every paired patient whose LGE has no mask (cine masks only) and
+every LGE-only patient with an LGE mask (MS-CMRSeg 36-45: LGE slices without a cine). The LGE-mask
+fraction (100/50/25/0 %) applies to the LGE-labelled training patients, nested (the 25 % patients are
+among the 50 %, ...). Cine masks are always used.
 
-Every finished (fold, method, fraction) run is saved at once under ``<out>/runs/``; running the
+What runs is the schedule's protocol: on a GPU (``full``) every method, fraction and fold with two
+seeds each; on a CPU (``reduced``, about 2.5 hours on 2 cores) the 100 % and 0 % columns of
+UNet-single, UNet-both and MMSDNet (two seeds of MMSDNet) and the registration baselines. A method
+trained with several seeds counts each test patient once, at its mean over the seeds.
+
+Every finished (seed, fold, method, fraction) run is saved at once under ``<out>/runs/``; running the
 command again resumes where it stopped. The results go to ``table1.md`` and ``table1.json``.
 """
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,7 @@ import torch
 from scipy.stats import wilcoxon
 
 from crossmodal.datasets import discover_mscmrseg
-from crossmodal.devices import describe_device, pick_device
+from crossmodal.devices import describe_device, fast_bfloat16, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import MMSDNetConfig
@@ -41,9 +47,9 @@ from crossmodal.training.cardiac_data import (
 )
 from crossmodal.training.evaluation import (
     predict_patient,
-    score_common_grid,
     score_labels,
     score_native,
+    validation_score,
 )
 from crossmodal.training.methods import Method, MMSDNetMethod
 from crossmodal.training.trainer import Schedule, train
@@ -57,7 +63,7 @@ ROWS = ("copy masks", "registration", "UNet-single", "UNet-both", "DualStream", 
 
 @dataclass(frozen=True)
 class ReproductionSchedule:
-    """Everything that differs between the CPU and the GPU runs."""
+    """Everything that differs between the CPU and the GPU runs: the training and what is run."""
 
     name: str
     size: int
@@ -66,15 +72,31 @@ class ReproductionSchedule:
     steps: int
     batch_size: int
     learning_rate: float
+    warmup_steps: int
+    final_learning_rate: float
     validate_every: int
+    bfloat16: bool
+    """MMSDNet's forward pass in bfloat16 autocast, where the device runs it natively."""
+    methods: tuple[str, ...]
+    fractions: tuple[int, ...]
+    seeds: int
+    """Seeds of every learned baseline."""
+    mmsdnet_seeds: int
+
+    def seeds_of(self, method: str) -> int:
+        return self.mmsdnet_seeds if method == "MMSDNet" else self.seeds
 
 
 SCHEDULES = {
-    # The paper's configuration (64 filters, Adam 1e-4) on the 144 px x 1.5 mm common grid.
-    "full": ReproductionSchedule("full", 144, 1.5, 64, 20000, 8, 1e-4, 500),
-    # What a 2-core CPU finishes in about an hour for all 57 trainings: narrower nets, a coarser
-    # grid, and a 10x learning rate for a schedule ~100x shorter.
-    "reduced": ReproductionSchedule("reduced", 96, 2.0, 16, 300, 8, 1e-3, 50),
+    # The paper's configuration (64 filters, Adam 1e-4) on the 144 px x 1.5 mm common grid, every
+    # method, fraction and fold, two seeds each.
+    "full": ReproductionSchedule("full", 144, 1.5, 64, 20000, 8, 1e-4, 500, 0.05, 500, True,
+                                 (*LEARNED, "baselines"), FRACTIONS, 2, 2),
+    # What a 2-core CPU finishes in about 2.5 hours: the bundle's recipe (warm-up, cosine decay,
+    # bfloat16) at the ablation's grid and a fifth of its steps, for the 100 % and 0 % columns of
+    # the U-Nets and MMSDNet (two seeds); a 16-filter MMSDNet step at 96 px takes ~1.1 s there.
+    "reduced": ReproductionSchedule("reduced", 96, 2.0, 16, 400, 8, 1e-3, 40, 0.05, 50, True,
+                                    ("UNet-single", "UNet-both", "MMSDNet", "baselines"), (100, 0), 1, 2),
 }
 
 
@@ -92,24 +114,31 @@ class Fold:
         return set(self.labelled_train[:count])
 
 
-def make_folds(labelled: list[int], unlabelled: list[int], folds: int = 3, validation: int = 2, seed: int = 0) -> list[Fold]:
-    """Deal the labelled pairs into ``folds`` test groups; validation from the next group's leftovers."""
+def make_folds(labelled: list[int], unlabelled: list[int], lge_only: list[int] = (), folds: int = 3, validation: int = 2,
+               seed: int = 0) -> list[Fold]:
+    """Deal the labelled pairs into ``folds`` test groups; validation from the next group's leftovers.
+
+    ``unlabelled`` pairs (cine masks only) and ``lge_only`` LGE-labelled patients without a cine train
+    in every fold; the fractions take the LGE-labelled training patients, pairs and LGE-only alike, in
+    a shuffled order.
+    """
     if len(labelled) < folds + validation + 1:
         raise ValueError(f"{len(labelled)} fully labelled pairs are too few for {folds} folds with {validation} validation patients")
-    order = [int(p) for p in np.random.default_rng(seed).permutation(sorted(labelled))]
+    rng = np.random.default_rng(seed)
+    order = [int(p) for p in rng.permutation(sorted(labelled))]
     groups = [order[i::folds] for i in range(folds)]
     result = []
     for f in range(folds):
         rest = [p for g in groups[f + 1 :] + groups[:f] for p in g]
-        val, train_labelled = rest[:validation], rest[validation:]
-        result.append(Fold(f, tuple(sorted(train_labelled + unlabelled)), tuple(val), tuple(sorted(groups[f])), tuple(train_labelled)))
+        val, train_labelled = rest[:validation], [int(p) for p in rng.permutation(rest[validation:] + sorted(lge_only))]
+        result.append(Fold(f, tuple(sorted(train_labelled + list(unlabelled))), tuple(val), tuple(sorted(groups[f])), tuple(train_labelled)))
     return result
 
 
 def build_method(name: str, schedule: ReproductionSchedule, device: torch.device) -> Method:
     lr, filters = schedule.learning_rate, schedule.filters
     if name == "MMSDNet":
-        return MMSDNetMethod(MMSDNetConfig(filters=filters), device, learning_rate=lr)
+        return MMSDNetMethod(MMSDNetConfig(filters=filters), device, learning_rate=lr, bfloat16=schedule.bfloat16 and fast_bfloat16(device))
     if name == "DualStream":
         return DualStreamMethod(3, filters, 4, device, learning_rate=lr)
     return UNetMethod(3, filters, 4, device, both=name == "UNet-both", learning_rate=lr)
@@ -119,17 +148,15 @@ def run_fold_method(fold: Fold, method_name: str, fraction: int, patients: dict[
                     schedule: ReproductionSchedule, device: torch.device, seed: int) -> dict:
     """Train one method on one fold at one LGE-mask fraction; score its outputs on the test patients."""
     samples = build_samples([patients[p] for p in fold.train], fold.lge_labelled(fraction))
+    torch.manual_seed(seed)  # the initial weights belong to the seed too
     method = build_method(method_name, schedule, device)
     usable = method.usable(samples)
     if not usable.any():
         return {"trained": False, "reason": "no labelled LGE slices to learn from"}
     validation = [patients[p] for p in fold.validation]
-
-    def validate(m: Method) -> float:
-        return float(np.mean([score_common_grid(p, predict_patient(m, p)[m.outputs[-1]]) for p in validation]))
-
     batches = method.batches(samples, schedule.batch_size)
-    result = train(method, batches, Schedule(schedule.steps, schedule.validate_every), seed=seed, validate=validate)
+    plan = Schedule(schedule.steps, schedule.validate_every, schedule.warmup_steps, schedule.final_learning_rate)
+    result = train(method, batches, plan, seed=seed, validate=lambda m: validation_score(m, validation))
     scores = {name: {} for name in method.outputs}
     for p in fold.test:
         for name, probs in predict_patient(method, patients[p]).items():
@@ -147,24 +174,27 @@ def run_baselines(fold: Fold, patients: dict[int, CardiacPatient], spacing_mm: f
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Pool the test patients of all folds per (row, fraction): mean and std per structure."""
+    """Pool the test patients of all folds per (row, fraction): mean and std per structure, each patient
+    at its mean over the seeds run; ``seed_means``: the pooled mean Dice of each seed on its own."""
     table: dict[str, dict] = {}
     for row in ROWS:
         for fraction in FRACTIONS:
-            per_patient = {}
+            per_seed: dict[int, dict[str, dict]] = {}
             for run in runs:
                 if row in run.get("scores", {}) and (run["fraction"] == fraction or run["method"] == "baselines"):
-                    per_patient.update(run["scores"][row])
-            if per_patient:
-                table.setdefault(row, {})[str(fraction)] = _statistics(per_patient)
+                    per_seed.setdefault(run.get("seed", 0), {}).update(run["scores"][row])
+            if per_seed:
+                table.setdefault(row, {})[str(fraction)] = _statistics(per_seed)
     return table
 
 
-def _statistics(per_patient: dict[str, dict]) -> dict:
-    out = {"patients": sorted(per_patient, key=int)}
+def _statistics(per_seed: dict[int, dict[str, dict]]) -> dict:
+    patients = sorted({p for scores in per_seed.values() for p in scores}, key=int)
+    out: dict = {"patients": patients, "seed_means": {
+        str(seed): float(np.mean([s["volume"]["mean"] for s in scores.values()])) for seed, scores in sorted(per_seed.items())}}
     for level in ("volume", "slices"):
         for structure in COLUMNS:
-            values = [s[level][structure] for s in per_patient.values()]
+            values = [np.mean([scores[p][level][structure] for scores in per_seed.values() if p in scores]) for p in patients]
             out[f"{level}_{structure}"] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": [float(v) for v in values]}
     return out
 
@@ -201,7 +231,11 @@ def markdown(table: dict, tests: dict, meta: dict) -> str:
         lines.append("")
     lines += ["## MMSDNet-multi against the best other method (Wilcoxon signed-rank, per-patient mean Dice)", ""]
     lines += [f"- {f} %: vs {t['against']}: difference {t['difference']:+.3f}, p = {t['p_value']:.3g} (n = {t['patients']})" for f, t in tests.items()]
-    lines += ["", "n/a: the method cannot train (no labelled LGE at 0 %).", ""]
+    spread = [f"- {row}, {f} %: " + ", ".join(f"seed {s}: {m:.3f}" for s, m in cell["seed_means"].items())
+              for row, cells in table.items() for f, cell in cells.items() if len(cell["seed_means"]) > 1]
+    if spread:
+        lines += ["", "## Mean Dice per volume of each seed on its own", "", *spread]
+    lines += ["", "n/a: not run (see the schedule's protocol), or the method cannot train (no labelled LGE at 0 %).", ""]
     return "\n".join(lines)
 
 
@@ -211,54 +245,59 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="MS-CMRSeg folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumes a run already there)")
     add_schedule_arguments(parser, SCHEDULES)
-    parser.add_argument("--methods", nargs="+", default=[*LEARNED, "baselines"], choices=[*LEARNED, "baselines"])
-    parser.add_argument("--fractions", nargs="+", type=int, default=list(FRACTIONS), choices=FRACTIONS)
+    parser.add_argument("--methods", nargs="+", choices=[*LEARNED, "baselines"], help="default: the schedule's protocol")
+    parser.add_argument("--fractions", nargs="+", type=int, choices=FRACTIONS, help="default: the schedule's protocol")
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, help="seeds of every learned method (default: the schedule's protocol)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient folds")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
     schedule = chosen_schedule(args, SCHEDULES, device)
-    cases = [c for c in discover_mscmrseg(args.data) if c.is_pair and c.has_mask("C0")]
+    if args.seeds:
+        schedule = replace(schedule, seeds=args.seeds, mmsdnet_seeds=args.seeds)
+    found = discover_mscmrseg(args.data)
+    cases = [c for c in found if c.is_pair and c.has_mask("C0")]
+    lge_only = [c for c in found if not c.is_pair and c.has_mask("DE")]
     labelled = [c.patient for c in cases if c.has_mask("DE")]
     unlabelled = [c.patient for c in cases if not c.has_mask("DE")]
-    folds = make_folds(labelled, unlabelled, seed=args.seed)
+    folds = make_folds(labelled, unlabelled, [c.patient for c in lge_only], seed=args.split_seed)
     pairing = PairingConfig(spacing_mm=schedule.spacing_mm, size=schedule.size)
-    patients = {c.patient: load_patient(c, pairing) for c in cases}
+    patients = {c.patient: load_patient(c, pairing) for c in cases + lge_only}
     store = RunStore(args.out)
 
-    jobs = [("baselines", 0)] if "baselines" in args.methods else []
-    jobs += [(m, f) for m in args.methods if m != "baselines" for f in args.fractions]
-    total, done = len(args.folds) * len(jobs), 0
-    events.progress("runs", 0, total)
-    for fold in (folds[i] for i in args.folds):
-        for method_name, fraction in jobs:
-            done += 1
-            if store.done(fold.index, method_name, fraction):
-                events.progress("runs", done, total)
-                continue
+    methods, fractions = args.methods or schedule.methods, args.fractions or schedule.fractions
+    per_fold = [("baselines", 0)] if "baselines" in methods else []
+    per_fold += [(m, f) for m in methods if m != "baselines" for f in fractions]
+    # Seed by seed, so that an interrupted CPU run has whole tables of its first seeds.
+    jobs = [(seed, fold, m, f) for seed in range(max(map(schedule.seeds_of, methods)))
+            for fold in (folds[i] for i in args.folds) for m, f in per_fold if seed < (1 if m == "baselines" else schedule.seeds_of(m))]
+    events.progress("runs", 0, len(jobs))
+    for done, (seed, fold, method_name, fraction) in enumerate(jobs, 1):
+        key = (fold.index, method_name, fraction, seed)
+        if not store.done(*key):
             start = time.perf_counter()
             if method_name == "baselines":
                 run = {"trained": False, "scores": run_baselines(fold, patients, schedule.spacing_mm)}
             else:
-                run = run_fold_method(fold, method_name, fraction, patients, schedule, device, args.seed)
-            run.update(fold=fold.index, method=method_name, fraction=fraction, wall_seconds=time.perf_counter() - start)
-            store.save(run, fold.index, method_name, fraction)
-            values = {"fold": fold.index, "fraction": fraction, "seconds": run["wall_seconds"]}
+                run = run_fold_method(fold, method_name, fraction, patients, schedule, device, seed)
+            run.update(fold=fold.index, method=method_name, fraction=fraction, seed=seed, wall_seconds=time.perf_counter() - start)
+            store.save(run, *key)
+            values = {"fold": fold.index, "fraction": fraction, "seed": seed, "seconds": run["wall_seconds"]}
             if isinstance(run.get("validation"), (int, float)):
                 values["validation"] = run["validation"]
             events.metrics("runs", done, values)
-            events.progress("runs", done, total)
+        events.progress("runs", done, len(jobs))
 
     table = summarise(store.all())
     tests = significance(table)
     meta = {
         "schedule": asdict(schedule), "device": describe_device(device), "folds": [asdict(f) for f in folds],
         "test_patients": len({p for row in table.values() for cell in row.values() for p in cell["patients"]}),
-        "seed": args.seed, "torch": torch.__version__,
+        "split_seed": args.split_seed, "torch": torch.__version__,
     }
     text = markdown(table, tests, meta)
-    events.result(write_outputs(args.out, "table1", {"meta": meta, "table": table, "significance": tests}, text), runs=total)
+    events.result(write_outputs(args.out, "table1", {"meta": meta, "table": table, "significance": tests}, text), runs=len(jobs))
     return 0
 
 

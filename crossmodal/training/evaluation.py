@@ -50,3 +50,13 @@ def score_common_grid(patient: CardiacPatient, probabilities: np.ndarray) -> flo
         raise ValueError(f"patient {patient.patient} has no LGE mask to score against")
     return float(np.mean(list(structure_dice(np.argmax(probabilities, axis=0), patient.lge_mask, CARDIAC_MYO_LV, classes=True).values())))
 
+
+def validation_score(method: Method, patients: list[CardiacPatient]) -> float:
+    """Mean of :func:`score_common_grid` over ``patients`` and every output of ``method``.
+
+    Checkpoints are chosen for all of a method's outputs: MMSDNet's LGE-only result is what a user
+    without a cine gets, and a checkpoint whose fused result is good but whose LGE-only result has
+    collapsed must not win.
+    """
+    scores = [score_common_grid(p, probs) for p in patients for probs in predict_patient(method, p).values()]
+    return float(np.mean(scores))

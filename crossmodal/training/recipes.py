@@ -37,7 +37,7 @@ from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
 from crossmodal.training.cardiac_data import CardiacPatient, build_samples, load_patient
-from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native
+from crossmodal.training.evaluation import predict_patient, score_native, validation_score
 from crossmodal.training.methods import MMSDNetMethod
 from crossmodal.training.trainer import Schedule, Trainable, TrainingResult
 
@@ -149,9 +149,6 @@ class MMSDNetRecipe(Recipe):
                                bfloat16=self.bfloat16)
         validation = [patients[p] for p in chosen]
 
-        def validate(m: MMSDNetMethod) -> float:
-            return float(np.mean([score_common_grid(p, predict_patient(m, p)["MMSDNet-multi"]) for p in validation])) if validation else 0.0
-
         def card(result: TrainingResult) -> ModelCard:
             native = {str(p.patient): {name: score_native(p, probs)["volume"] for name, probs in predict_patient(method, p).items()} for p in validation}
             return ModelCard(
@@ -164,7 +161,7 @@ class MMSDNetRecipe(Recipe):
             )
 
         return Job(method, method.network, method.batches(samples, self.batch_size),
-                   self.schedule(), validate if validation else None, card)
+                   self.schedule(), (lambda m: validation_score(m, validation)) if validation else None, card)
 
 
 @dataclass
