@@ -71,3 +71,22 @@ def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tm
     assert main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
     assert '"event": "run"' not in capsys.readouterr().out  # nothing re-trained
+
+
+def test_the_bundle_is_compared_with_a_unet_on_its_own_split(models, phantom_mscmrseg, tmp_path):
+    """UNet-single trains on the bundle's recipe and is scored on the bundle's validation patients, beside its card."""
+    from crossmodal.bundles import read_card
+    from crossmodal.reproduce import bundle_baseline
+
+    out = tmp_path / "baseline"
+    assert bundle_baseline.main(["--bundle", str(models["cardiac"]), "--data", str(phantom_mscmrseg), "--out", str(out),
+                                 "--filters", "4", "--steps", "2", "--device", "cpu"]) == 0
+    result = json.loads((out / "bundle_baseline.json").read_text())
+    card = read_card(models["cardiac"])
+    held_out = [str(p) for p in card.validation["patients"]]
+    assert {name: sorted(rows) for name, rows in result["dice_native_lge"].items()} == {
+        "MMSDNet-multi": held_out, "MMSDNet-single": held_out, "UNet-single": held_out}
+    assert result["dice_native_lge"]["MMSDNet-multi"] == {p: card.validation["dice_native_lge"][p]["MMSDNet-multi"] for p in held_out}
+    assert all(0 <= v <= 1 for v in result["dice_native_lge"]["UNet-single"][held_out[0]].values())
+    assert result["meta"]["steps"] == 2 and list(result["meta"]["validation_curve"]) == ["2"]
+    assert "| UNet-single |" in (out / "bundle_baseline.md").read_text(encoding="utf-8")

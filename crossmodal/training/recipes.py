@@ -97,6 +97,16 @@ class Recipe:
 
 
 @dataclass
+class CardiacSplit:
+    """A cardiac recipe's data: training patients, validation patients, who gives LGE masks."""
+
+    folder: Path
+    training: list[CardiacPatient]
+    validation: list[CardiacPatient]
+    lge_labelled: set[int]
+
+
+@dataclass
 class MMSDNetRecipe(Recipe):
     """MMSDNet on MS-CMRSeg-layout paired cine + LGE; ``validation`` fully labelled patients choose the checkpoint."""
 
@@ -127,7 +137,8 @@ class MMSDNetRecipe(Recipe):
             raise InputError(folder, f"validation patient(s) {missing} are not fully labelled pairs there")
         return list(self.validation)
 
-    def prepare(self, device: torch.device, progress: Progress) -> Job:
+    def split(self, progress: Progress) -> CardiacSplit:
+        """Read the data folder and split it as this recipe trains: what a baseline on the same data uses too."""
         folder = self.data_folder("mscmrseg")
         found = discover_mscmrseg(folder)
         if not any(c.is_pair and c.has_mask("C0") for c in found):
@@ -143,11 +154,16 @@ class MMSDNetRecipe(Recipe):
         training = [p for p in patients if p not in chosen]
         labelled = sorted(p for p in training if patients[p].lge_mask is not None)
         lge_labelled = set(labelled[: round(self.lge_fraction * len(labelled))])
-        samples = build_samples([patients[p] for p in training], lge_labelled)
+        return CardiacSplit(folder, [patients[p] for p in training], [patients[p] for p in chosen], lge_labelled)
+
+    def prepare(self, device: torch.device, progress: Progress) -> Job:
+        split = self.split(progress)
+        folder, lge_labelled, validation = split.folder, split.lge_labelled, split.validation
+        training, chosen = sorted(p.patient for p in split.training), [p.patient for p in validation]
+        samples = build_samples(split.training, lge_labelled)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate,
                                bfloat16=self.bfloat16)
-        validation = [patients[p] for p in chosen]
 
         def card(result: TrainingResult) -> ModelCard:
             native = {str(p.patient): {name: score_native(p, probs)["volume"] for name, probs in predict_patient(method, p).items()} for p in validation}
