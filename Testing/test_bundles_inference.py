@@ -112,7 +112,7 @@ def test_pair_inference_returns_every_output_on_its_own_modality_grid(pair):
 
 def test_an_untrained_alignment_is_the_identity_up_to_the_cine_slice_offset(pair):
     """Zero TPS offsets: each LGE point shows the cine point straight through-plane, on the cine's nearest slice."""
-    result = segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge, cine=pair.cine)
+    result = segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge, cine=pair.cine, prealign_mm=None)
     field = sitk.GetArrayFromImage(result.displacement)  # (slices, rows, cols, 3)
     normal = Grid.of(pair.lge).normal
     for i, sample in enumerate(result.stack.slices):
@@ -144,3 +144,30 @@ def test_a_pair_that_does_not_overlap_is_refused(pair):
     far.SetOrigin(tuple(np.array(pair.cine.GetOrigin()) + 500 * Grid.of(pair.cine).normal))
     with pytest.raises(InputError, match="do not overlap"):
         segment_cardiac(MMSDNet(CONFIG), card(), lge=pair.lge, cine=far)
+
+
+def logits_of(stack_mask: np.ndarray) -> torch.Tensor:
+    """A common-grid mask (file values) as the logits of a network that predicts it exactly."""
+    classes = torch.from_numpy(CARDIAC_MYO_LV.to_classes(stack_mask, ignore=(600,)).astype(np.int64))
+    return torch.nn.functional.one_hot(classes, 3).permute(0, 3, 1, 2).float()
+
+
+def test_the_cine_left_ventricle_offset_is_measured_in_the_lge_plane_and_undone_by_sampling_the_cine_there():
+    from crossmodal.cardiac_inference import lv_offset_mm
+    from crossmodal.pairing import PairingConfig, heart_centre, pair_volumes
+
+    pair = cardiac_pair(seed=3, misalignment_mm=0, rotation_degrees=0, deformation_mm=0)
+    direction = np.asarray(pair.cine.GetDirection()).reshape(3, 3)
+    shift = direction[:, :2] @ np.array([14.0, -9.0])
+    image, mask = (sitk.Image(x) for x in (pair.cine, pair.cine_mask))
+    for x in (image, mask):
+        x.SetOrigin(tuple(np.asarray(x.GetOrigin()) + shift))
+    config, centre = PairingConfig(spacing_mm=1.5, size=128), heart_centre(pair.lge, image)
+
+    def offset(**pre):
+        stack = pair_volumes(pair.lge, image, config, reference_mask=pair.lge_mask, other_mask=mask, centre=centre, **pre)
+        return lv_offset_mm(stack, logits_of(stack.masks["LGE"]), logits_of(stack.masks["cine"]))
+
+    measured = offset()
+    np.testing.assert_allclose(measured, shift, atol=1.5)
+    np.testing.assert_allclose(offset(other_shift_mm=measured), 0, atol=1.5)

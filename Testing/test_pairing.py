@@ -183,3 +183,23 @@ def test_phantom_pair_round_trip_and_copy_mask():
     carried = sitk.GetArrayFromImage(write_back(stack, stack.masks["cine"], "LGE"))
     direct = sitk.GetArrayFromImage(sitk.Resample(pair.cine_mask, pair.lge_mask, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
     assert min(dice(carried, direct, [200, 500, 600]).values()) > 0.97
+
+
+def test_a_cine_sampled_with_a_shift_shows_what_lay_there_and_its_masks_go_back_where_they_came_from(lge, cine):
+    """Pre-alignment: sampling a moved cine that far away gives the samples of the unmoved one, and a mask
+    written back onto the moved cine lands on its voxels (the grids record where each sample came from)."""
+    image, mask = cine
+    shift = DIRECTION[:, :2] @ np.array([11.0, -7.0])  # in the slice plane
+    moved_image, moved_mask = (sitk.Image(x) for x in cine)
+    for x in (moved_image, moved_mask):
+        x.SetOrigin(tuple(np.asarray(x.GetOrigin()) + shift))
+    config = PairingConfig(spacing_mm=1.5, size=96)
+    centre = heart_centre(lge[0], image)
+    plain = pair_volumes(lge[0], image, config, other_mask=mask, centre=centre)
+    pre = pair_volumes(lge[0], moved_image, config, other_mask=moved_mask, centre=centre, other_shift_mm=shift)
+    np.testing.assert_array_equal(pre.paired, plain.paired)
+    np.testing.assert_allclose(pre.images["cine"], plain.images["cine"], atol=1e-3)
+    assert (pre.masks["cine"] == plain.masks["cine"]).mean() > 0.999
+    back = sitk.GetArrayFromImage(write_back(pre, pre.masks["cine"], "cine"))
+    covered = sitk.GetArrayFromImage(write_back(pre, np.ones_like(pre.masks["cine"]), "cine")) > 0
+    assert min(dice(np.where(covered, back, 0), np.where(covered, sitk.GetArrayFromImage(moved_mask), 0), [200, 500]).values()) > 0.97

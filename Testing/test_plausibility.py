@@ -42,6 +42,9 @@ def test_hearts_a_centimetre_or_more_apart_in_the_slice_plane_say_to_prefer_the_
     (warning,) = cardiac_warnings(pair.lge_mask, moved(pair.cine_mask, 12, 5))
     assert re.match(r"the left ventricle lies 1\d mm apart in the cine and the LGE within the LGE's slices", warning), warning
     assert "prefer the LGE-only mask" in warning
+    assert cardiac_warnings(pair.lge_mask, moved(pair.cine_mask, 12, 5), prealigned=True) == []  # segment moved the cine onto the LGE's heart
+    (header,) = cardiac_warnings(pair.lge_mask, moved(pair.cine_mask, 30, 20), prealigned=True)
+    assert "headers" in header and "moved onto the LGE's heart" in header
     normal = np.asarray(pair.cine_mask.GetDirection()).reshape(3, 3)[:, 2]
     along_normal = sitk.Image(pair.cine_mask)
     along_normal.SetOrigin(tuple(np.asarray(pair.cine_mask.GetOrigin()) + normal * 14))  # through the slices: not an in-plane misalignment

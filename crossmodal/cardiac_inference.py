@@ -19,7 +19,7 @@ from crossmodal.bundles import ModelCard
 from crossmodal.intensity import normalise_mr
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import MMSDNet
-from crossmodal.pairing import PairedStack, PairingConfig, pair_volumes, write_back
+from crossmodal.pairing import PairedStack, PairingConfig, heart_centre, pair_volumes, write_back
 
 OUTPUTS = {
     "LGE": ("anatomy2", "LGE"),
@@ -30,6 +30,11 @@ OUTPUTS = {
     "fused cine": ("fused1", "cine"),
 }
 """Result name -> (anatomy it is segmented from, modality whose grid it lies on)."""
+PREALIGN_MM = 5.0
+"""The cine is moved onto the LGE's left ventricle (in the LGE's slice plane) before fusion when the two lie
+farther apart than this: the spatial transformer makes up for a few mm only (see ``FUSION_OFFSET_MM``)."""
+MIN_LV_PIXELS = 20
+"""Slices where either modality's left ventricle is smaller than this do not vote on the offset."""
 
 
 @dataclass
@@ -39,6 +44,11 @@ class CardiacResult:
     """Per entry of :data:`OUTPUTS` that the inputs allow: file values (200 MYO, 500 LV) on that modality's grid."""
     anatomy: dict[str, sitk.Image] = field(default_factory=dict)
     """Per modality: the binary anatomy factor as one label map (channel index + 1; 0 where no channel is on)."""
+    cine_shift_mm: np.ndarray | None = None
+    """Where the cine's left ventricle lay relative to the LGE's (LPS mm, in the LGE's slice plane), measured on the
+    single-modality masks of the paired slices; None where it could not be measured."""
+    prealigned: bool = False
+    """The cine was sampled ``cine_shift_mm`` away (moved onto the LGE's heart) before alignment and fusion."""
     control_points: np.ndarray | None = None
     """(slices, points, 2, 3) LPS mm: each TPS control point on the LGE plane and the cine point it samples."""
     displacement: sitk.Image | None = None
@@ -50,10 +60,30 @@ def pairing_config(card: ModelCard) -> PairingConfig:
     return PairingConfig(spacing_mm=card.preprocessing["spacing_mm"], size=card.preprocessing["size"])
 
 
-def pair_inputs(card: ModelCard, *, lge: sitk.Image | None = None, cine: sitk.Image | None = None) -> PairedStack:
+def pair_inputs(card: ModelCard, *, lge: sitk.Image | None = None, cine: sitk.Image | None = None, centre: np.ndarray | None = None,
+                cine_shift_mm: np.ndarray | None = None) -> PairedStack:
     """The stack of slices the model sees: one per LGE slice (or per cine slice without an LGE), paired in physical space."""
     names = ("LGE", "cine") if lge is not None else ("cine", "LGE")
-    return pair_volumes(lge if lge is not None else cine, cine if lge is not None else None, pairing_config(card), names=names)
+    return pair_volumes(lge if lge is not None else cine, cine if lge is not None else None, pairing_config(card), names=names,
+                        centre=centre, other_shift_mm=cine_shift_mm)
+
+
+def lv_offset_mm(stack: PairedStack, lge_logits: torch.Tensor, cine_logits: torch.Tensor) -> np.ndarray | None:
+    """Where the cine's left ventricle lies relative to the LGE's, in the LGE's slice plane (LPS mm): the median over
+    the paired slices of the in-plane offset between the two single-modality LV centroids (both are sampled on the
+    same lattice, so a pixel offset is a physical one). Comparing slice with slice keeps a cine that covers more of
+    the long axis than the LGE from biasing it; None where no paired slice shows both ventricles."""
+    lv = CARDIAC_MYO_LV.names.index("left ventricle") + 1
+    offsets = []
+    for i in np.flatnonzero(stack.paired):
+        found = [np.argwhere(logits[i].argmax(0).numpy() == lv) for logits in (lge_logits, cine_logits)]
+        if min(len(f) for f in found) >= MIN_LV_PIXELS:
+            offsets.append(found[1].mean(0) - found[0].mean(0))  # (row, column) pixels
+    if not offsets:
+        return None
+    row, column = np.median(offsets, axis=0)
+    plane = stack.slices[0].grids[stack.reference]
+    return plane.matrix[:, :2] @ (np.array([column, row]) * np.asarray(plane.spacing[:2]))
 
 
 def segment_cardiac(
@@ -65,12 +95,18 @@ def segment_cardiac(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
     progress: Progress | None = None,
+    prealign_mm: float | None = PREALIGN_MM,
 ) -> CardiacResult:
     """Segment what is given: an LGE alone, a cine alone, or both (aligned and fused); ``progress(done, total)``
-    after each batch of slices through the network (each modality alone, then the paired slices together)."""
+    after each batch of slices through the network (each modality alone, then the paired slices together).
+
+    With both, the cine is first moved onto the LGE's heart when the single-modality masks put the two left
+    ventricles more than ``prealign_mm`` apart in the LGE's slice plane (None: never): a far breath-hold or
+    a header offset that the spatial transformer alone cannot make up for."""
     if lge is None and cine is None:
         raise ValueError("segment_cardiac needs an LGE image, a cine image or both")
-    stack = pair_inputs(card, lge=lge, cine=cine)
+    centre = heart_centre(lge, cine) if lge is not None and cine is not None else None
+    stack = pair_inputs(card, lge=lge, cine=cine, centre=centre)
     config = pairing_config(card)
     images = {m: torch.from_numpy(normalise_mr(a, per_slice=True))[:, None] for m, a in stack.images.items()}
     network = network.to(device).eval()
@@ -84,6 +120,12 @@ def segment_cardiac(
             result.masks[modality] = _mask(stack, out[f"logits_anatomy{index}"], modality)
             result.anatomy[modality] = _anatomy(stack, out[f"anatomy{index}"], modality)
     if len(images) == 2 and len(paired):
+        result.cine_shift_mm = lv_offset_mm(stack, alone["LGE"]["logits_anatomy2"], alone["cine"]["logits_anatomy1"])
+        if prealign_mm is not None and result.cine_shift_mm is not None and np.linalg.norm(result.cine_shift_mm) > prealign_mm:
+            # The LGE's planes (the centre is kept) and so its slices and single-modality results stay as they are.
+            result.stack = stack = pair_inputs(card, lge=lge, cine=cine, centre=centre, cine_shift_mm=result.cine_shift_mm)
+            images["cine"] = torch.from_numpy(normalise_mr(stack.images["cine"], per_slice=True))[:, None]
+            paired, result.prealigned = np.flatnonzero(stack.paired), True
         out = _run(network, device, batch_size, counter, cine=images["cine"][paired], lge=images["LGE"][paired])
         single = alone["LGE"]["logits_anatomy2"]  # unpaired LGE slices keep their single-modality masks
         for name, (key, modality) in OUTPUTS.items():

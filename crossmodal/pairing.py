@@ -104,6 +104,7 @@ def pair_volumes(
     reference_mask: sitk.Image | None = None,
     other_mask: sitk.Image | None = None,
     centre: np.ndarray | None = None,
+    other_shift_mm: np.ndarray | None = None,
 ) -> PairedStack:
     """Build one paired sample per reference slice (see the module docstring).
 
@@ -111,7 +112,9 @@ def pair_volumes(
     other-modality pixels are 0), so that single-input inference still covers the whole reference.
     ``other=None`` gives the reference's samples alone (single-modality inference), centred on its
     field of view. ``centre`` (LPS mm) overrides the label-free crop centre, e.g. with a point the
-    user placed.
+    user placed. ``other_shift_mm`` (LPS mm, in the reference's slice plane) pre-aligns the other volume:
+    it is sampled that far away, so that what lay there appears on the common lattice; its grids record
+    where it was sampled, so :func:`write_back` and the alignment stay exact.
     """
     ref_name, other_name = names
     if other is None:
@@ -147,7 +150,7 @@ def pair_volumes(
         grids, sources, coverage = {ref_name: plane}, {ref_name: k}, 0.0
         if abs(offsets[k]) <= max_distance:
             kc = int(nearest[k])
-            other_plane = _shifted(plane, other_grid.normal * offsets[k])
+            other_plane = _shifted(plane, other_grid.normal * offsets[k] + (0 if other_shift_mm is None else np.asarray(other_shift_mm, float)))
             sample[other_name] = _sample(_slice_through(other_smooth, other_plane), other_plane)
             coverage = float(_sample(_ones(other[:, :, kc : kc + 1]), other_plane, label=True).mean())
             if other_mask is not None:

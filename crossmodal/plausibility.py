@@ -44,10 +44,11 @@ def centroid_mm(labels: sitk.Image, value: int | None = None) -> np.ndarray | No
     return np.asarray(labels.TransformContinuousIndexToPhysicalPoint(where.mean(axis=0)[::-1].tolist()))
 
 
-def cardiac_warnings(lge_mask: sitk.Image | None, cine_mask: sitk.Image | None) -> list[str]:
+def cardiac_warnings(lge_mask: sitk.Image | None, cine_mask: sitk.Image | None, prealigned: bool = False) -> list[str]:
     """The left ventricle found far apart in the LGE and the cine, each segmented on its own grid: beyond
     :data:`HEART_OFFSET_MM` the images' headers disagree about where the heart is; beyond
-    :data:`FUSION_OFFSET_MM` in the LGE's slice plane the alignment does not make up for it."""
+    :data:`FUSION_OFFSET_MM` in the LGE's slice plane the alignment does not make up for it, unless the cine
+    was moved onto the LGE's heart before fusion (``prealigned``)."""
     if lge_mask is None or cine_mask is None:
         return []
     lv = CARDIAC_MYO_LV.labels[1].value
@@ -58,9 +59,10 @@ def cardiac_warnings(lge_mask: sitk.Image | None, cine_mask: sitk.Image | None) 
     normal = np.asarray(lge_mask.GetDirection()).reshape(3, 3)[:, 2]
     distance, in_plane = float(np.linalg.norm(offset)), float(np.linalg.norm(offset - normal * (offset @ normal)))
     if distance > HEART_OFFSET_MM:
+        moved = " (the cine was moved onto the LGE's heart before fusion)" if prealigned else ""
         return [f"the left ventricle lies {distance:.0f} mm apart in the cine and the LGE (in physical space); between two breath-holds the heart "
-                "moves a few mm, so the images' headers (origin, orientation) disagree: check them before trusting the fused result"]
-    if in_plane > FUSION_OFFSET_MM:
+                f"moves a few mm, so the images' headers (origin, orientation) disagree: check them before trusting the fused result{moved}"]
+    if in_plane > FUSION_OFFSET_MM and not prealigned:
         return [f"the left ventricle lies {in_plane:.0f} mm apart in the cine and the LGE within the LGE's slices; beyond "
                 f"{FUSION_OFFSET_MM:.0f} mm the alignment does not make up for it and the fused mask is less accurate than the LGE-only one: "
                 "prefer the LGE-only mask, or check the cine (another breath-hold, another position)"]

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from crossmodal.abdominal import MODALITIES, looks_like
@@ -128,7 +129,7 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
     folder = find_model(args.model, "cardiac")
     card, network = load_bundle(folder, device)
     result = segment_cardiac(network, card, lge=images.get("LGE"), cine=images.get("cine"), device=device, progress=inference_progress(events))
-    for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine")):
+    for warning in cardiac_warnings(result.masks.get("LGE"), result.masks.get("cine"), prealigned=result.prealigned):
         events.warning(warning)
     inputs = {role: path for role, path in (("lge", args.lge), ("cine", args.cine), ("reference", args.reference)) if path is not None}
     return Segmentation("cardiac", card, result, images, inputs, reference, folder)
@@ -213,6 +214,10 @@ def segment_one(args: argparse.Namespace, events: Events) -> int:
         if result.displacement is not None:
             files[ALIGNMENT_FILE] = result.displacement  # NRRD, not ITK's HDF5 transform: its writer crashes the process on a full disk
         summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}
+        if result.cine_shift_mm is not None:
+            summary["cine_left_ventricle_offset_mm"] = {"lps": [round(float(v), 1) for v in result.cine_shift_mm],
+                                                        "in_plane": round(float(np.linalg.norm(result.cine_shift_mm)), 1),
+                                                        "cine_moved_before_fusion": result.prealigned}
         if "LGE" in segmentation.images:
             agreement = slice_agreement(result)
             summary["slice_agreement"] = agreement
