@@ -110,3 +110,24 @@ def test_a_cine_a_few_centimetres_off_is_moved_onto_the_lge_heart_before_fusion(
     fused_as_given, fused_prealigned = (dice_on_lge(r.masks["fused LGE"], reference) for r in (as_given, prealigned))
     assert fused_as_given["myocardium"] < unmoved["myocardium"] - 0.1, (fused_as_given, unmoved)
     assert fused_prealigned["myocardium"] > unmoved["myocardium"] - 0.03 and fused_prealigned["left ventricle"] > unmoved["left ventricle"] - 0.03
+
+
+def test_segment_reports_the_moved_cine_and_report_from_its_folder_draws_the_same_page(tmp_path):
+    """Through the command: segment.json says how far the cine's heart lay and that it was moved; the QA page
+    says so, and `report --from` (no model run) rebuilds the same page from what segment wrote."""
+    import json
+
+    from crossmodal.cli import main
+
+    case = next(c for c in discover_mscmrseg(shared_data("mscmrseg")) if c.patient == 33)
+    (tmp_path / "moved").mkdir()
+    moved = shifted_cine_case(case, tmp_path / "moved", (18.0, 12.0))
+    out = tmp_path / "out"
+    assert main(["segment", "--lge", str(moved.images["DE"]), "--cine", str(moved.images["C0"]), "--model", str(BUNDLE),
+                 "--out", str(out), "--report"]) == 0
+    offset = json.loads((out / "segment.json").read_text())["cine_left_ventricle_offset_mm"]
+    assert offset["cine_moved_before_fusion"] and 15 < offset["in_plane"] < 30
+    page = (out / "report.html").read_text()
+    assert "the cine was moved onto the LGE's heart before alignment and fusion" in page
+    assert main(["report", "--from", str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text() == page

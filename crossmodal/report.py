@@ -204,7 +204,7 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
         lge_rgb = grey(stack.images["LGE"][i])
         panels = []
         if "cine" in stack.images and sample.paired:
-            panels.append(figure(grey(stack.images["cine"][i]), "cine (nearest slice)"))
+            panels.append(figure(grey(stack.images["cine"][i]), "cine (nearest slice" + (", moved onto the LGE's heart)" if result.prealigned else ")")))
         panels.append(figure(lge_rgb, "LGE"))
         single = on_plane(result.masks["LGE"], plane, label=True)
         note = ""
@@ -219,6 +219,9 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
             panels.append(figure(deformation_grid(result, i, lge_rgb), "TPS deformation grid"))
         slices.append(f'<div class="slice"><h3>LGE slice {i}{note}</h3>{"".join(panels)}</div>')
     summary = f"<p>{len(stack.slices)} LGE slices, {int(stack.paired.sum())} paired with a cine slice. Model {html.escape(card.id)} {html.escape(card.version)}.</p>"
+    if result.prealigned:
+        summary += (f"<p>The cine's left ventricle lay {np.linalg.norm(result.cine_shift_mm):.0f} mm from the LGE's in the LGE's slice plane; "
+                    "the cine was moved onto the LGE's heart before alignment and fusion.</p>")
     if flagged:
         summary += f'<p class="flag">Flagged slices: {", ".join(map(str, flagged))}</p>'
     sections = [summary, *sections, anatomy_montage(result, card.hyperparameters["anatomy_channels"]), "<h2>Slices</h2>", *slices,

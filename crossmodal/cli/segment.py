@@ -136,6 +136,8 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
 
 
 FORMATS = ("auto", "dicom-seg", "nifti")
+CINE_OFFSET = "cine_left_ventricle_offset_mm"
+"""``segment.json``'s record of where the cine's left ventricle lay from the LGE's, and whether the cine was moved."""
 
 
 def dicom_seg_source(args: argparse.Namespace, result: CardiacResult | AbdominalResult | None = None) -> tuple[Path, str] | None:
@@ -215,7 +217,7 @@ def segment_one(args: argparse.Namespace, events: Events) -> int:
             files[ALIGNMENT_FILE] = result.displacement  # NRRD, not ITK's HDF5 transform: its writer crashes the process on a full disk
         summary["slices"] = {"LGE" if "LGE" in segmentation.images else "cine": len(result.stack.slices), "paired": int(result.stack.paired.sum())}
         if result.cine_shift_mm is not None:
-            summary["cine_left_ventricle_offset_mm"] = {"lps": [round(float(v), 1) for v in result.cine_shift_mm],
+            summary[CINE_OFFSET] = {"lps": [float(v) for v in result.cine_shift_mm],  # unrounded: `report --from` samples the cine there again
                                                         "in_plane": round(float(np.linalg.norm(result.cine_shift_mm)), 1),
                                                         "cine_moved_before_fusion": result.prealigned}
         if "LGE" in segmentation.images:
@@ -308,7 +310,10 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     images = {"LGE": read_image(inputs["lge"])} if "lge" in inputs else {}
     if "cine" in inputs:
         images["cine"] = read_cine_frame(inputs["cine"], inputs.get("cine_frame", 0))
-    result = CardiacResult(pair_inputs(card, lge=images.get("LGE"), cine=images.get("cine")))
+    offset = summary.get(CINE_OFFSET, {})
+    shift = np.asarray(offset["lps"]) if offset.get("cine_moved_before_fusion") else None
+    result = CardiacResult(pair_inputs(card, lge=images.get("LGE"), cine=images.get("cine"), cine_shift_mm=shift),
+                           cine_shift_mm=np.asarray(offset["lps"]) if offset else None, prealigned=shift is not None)
     result.masks = {name: output(mask_file(name)) for name in OUTPUTS if written.mask(name) is not None}
     result.anatomy = {modality: output(anatomy_file(modality)) for modality in ("cine", "LGE")  # the order segment_cardiac makes them in
                       if written.anatomy(modality) is not None}
