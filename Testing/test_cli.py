@@ -118,7 +118,7 @@ def test_segment_abdominal_guesses_the_modality_and_reports_volumes(catalog, tmp
     assert result["modality"] == "CT" and result["modality_from"] == "intensities"
     assert set(result["volumes_ml"]) == {"liver", "right kidney", "left kidney", "spleen"}
     assert_same_grid(sitk.ReadImage(result["outputs"]["organs"]), image)
-    assert "Orthogonal views" in (tmp_path / "out" / "report.html").read_text()
+    assert "Views through each organ" in (tmp_path / "out" / "report.html").read_text()
     assert main(["segment", "--image", str(path), "--modality", "MR", "--model", "tiny-v4", "--out", str(tmp_path / "as-mr"), "--events", "jsonl"]) == 0
     warnings = [e["message"] for e in events_of(capsys) if e["type"] == "warning"]
     assert any("look like CT, but it was given as MR" in w for w in warnings)  # told, then done as asked

@@ -120,12 +120,15 @@ ABDOMEN = LabelSet(
     "abdomen",
     (
         Label("liver", 1, (0.87, 0.51, 0.39), _sct("10200004", "Liver"), side="right", adult_ml=(700, 3000)),
-        Label("right kidney", 2, (0.72, 0.31, 0.20), _sct("64033007", "Kidney"), _sct("24028007", "Right"), side="right", adult_ml=(60, 350)),
-        Label("left kidney", 3, (0.72, 0.43, 0.24), _sct("64033007", "Kidney"), _sct("7771000", "Left"), side="left", adult_ml=(60, 350)),
-        Label("spleen", 4, (0.62, 0.00, 0.10), _sct("78961009", "Spleen"), side="left", adult_ml=(40, 700)),
+        Label("right kidney", 2, (1.00, 0.95, 0.15), _sct("64033007", "Kidney"), _sct("24028007", "Right"), side="right", adult_ml=(60, 350)),
+        Label("left kidney", 3, (0.20, 0.75, 0.90), _sct("64033007", "Kidney"), _sct("7771000", "Left"), side="left", adult_ml=(60, 350)),
+        Label("spleen", 4, (0.70, 0.25, 0.90), _sct("78961009", "Spleen"), side="left", adult_ml=(40, 700)),
     ),
 )
 """Abdominal organs as in the shared CHAOS T2 and BTCV CT copies (1 liver, 2/3 right/left kidney, 4 spleen).
+
+Colours: Slicer's liver, and for the others hues that a reader tells apart at a glance on a grey image
+(Slicer's own kidney and spleen colours are browns and a dark red next to the liver's orange).
 
 Adult ranges, wider than normal values (liver about 1.2-1.8 L, each kidney 120-200 mL, spleen 100-250 mL in
 CT volumetry): a volume outside them is either disease or a wrong segmentation, and worth a look either way."""

@@ -4,7 +4,8 @@ Cardiac (a cine + LGE pair), per LGE slice: the cine, the LGE, the LGE with the 
 the LGE-only mask, the cine warped by the TPS over the LGE, and the TPS deformation grid; the 8 anatomy
 factors as a montage; Dice and HD95 against a reference when one is given; and a flag on slices where
 the LGE-only and the fused masks disagree strongly (a cue to look). Abdominal (CT or MR): axial,
-coronal and sagittal views with organ contours, and the organ volumes in mL.
+coronal and sagittal views through each organ with every organ's contour in its own colour and a
+legend, and the organ volumes beside the adult ranges they are checked against.
 
 Every overlay is made by resampling the written-back masks (on the input's own grid) onto the panel's
 plane in physical space, so a report that looks right also shows that the geometry is right.
@@ -26,7 +27,7 @@ from crossmodal.abdominal_inference import AbdominalResult
 from crossmodal.bundles import ModelCard
 from crossmodal.cardiac_inference import CardiacResult, displacement_transform
 from crossmodal.geometry import Grid, resample
-from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV, LabelSet
 from crossmodal.qa import MaskScores, disagreeing_slices, reference_rows
 from crossmodal.scoring import foreground_dice, score_images
 from crossmodal.training.curves import CURVES_PNG
@@ -69,17 +70,17 @@ def enlarge(rgb: np.ndarray, minimum: int = 192) -> np.ndarray:
     return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
 
 
-def png_uri(rgb: np.ndarray) -> str:
-    """A data: URI of the RGB array as PNG (SimpleITK writes it; no imaging library needed)."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(enlarge(rgb)), isVector=True)
+def png_uri(rgb: np.ndarray, minimum: int = 192) -> str:
+    """A data: URI of the RGB array, enlarged to ``minimum`` pixels at least, as PNG (SimpleITK writes it; no imaging library needed)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(enlarge(rgb, minimum)), isVector=True)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "panel.png"
         sitk.WriteImage(image, str(path))
         return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def figure(rgb: np.ndarray, caption: str) -> str:
-    return f'<figure><img src="{png_uri(rgb)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+def figure(rgb: np.ndarray, caption: str, minimum: int = 192) -> str:
+    return f'<figure><img src="{png_uri(rgb, minimum)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -244,28 +245,52 @@ def anatomy_montage(result: CardiacResult, channels: int) -> str:
 # --- abdominal ----------------------------------------------------------------------------------
 
 VIEW_SPACING_MM = 1.5
+ORGAN_VIEW_PX = 480
+"""Abdominal panels are enlarged to at least this many pixels: a boundary must be judged, not guessed."""
 
 
-def orthogonal_views(image: sitk.Image, labels: sitk.Image, colours: Colours) -> list[tuple[str, np.ndarray]]:
-    """Axial, coronal and sagittal views through the organs' centre, in radiological display convention."""
+def organ_views(image: sitk.Image, labels: sitk.Image, colours: Colours, names: dict[int, str]) -> list[tuple[str, np.ndarray]]:
+    """Axial, coronal and sagittal views through the centre of each organ found (each organ's own slices, all
+    organs' contours on them), in radiological display convention; through the volume's centre if none is found."""
     grid = Grid.of(image).axis_aligned(VIEW_SPACING_MM)  # axes run to patient left, posterior, superior
     volume = sitk.GetArrayFromImage(resample(image, grid, default=float(np.min(sitk.GetArrayViewFromImage(image)))))
     organs = sitk.GetArrayFromImage(resample(labels, grid, label=True))
-    centre = np.argwhere(organs > 0).mean(axis=0).astype(int) if organs.any() else np.array(organs.shape) // 2
-    z, y, x = centre
-    views = [
-        ("axial", volume[z], organs[z]),  # patient right on the left, anterior at the top
-        ("coronal", volume[::-1, y], organs[::-1, y]),  # superior at the top
-        ("sagittal", volume[::-1, :, x], organs[::-1, :, x]),  # anterior on the left
-    ]
-    return [(name, contours(grey(v), o, colours)) for name, v, o in views]
+    centres = {name: np.argwhere(organs == value).mean(axis=0).astype(int) for value, name in names.items() if (organs == value).any()}
+    views = []
+    for name, (z, y, x) in (centres or {"volume centre": np.array(organs.shape) // 2}).items():
+        views += [
+            (f"{name}: axial", volume[z], organs[z]),  # patient right on the left, anterior at the top
+            (f"{name}: coronal", volume[::-1, y], organs[::-1, y]),  # superior at the top
+            (f"{name}: sagittal", volume[::-1, :, x], organs[::-1, :, x]),  # anterior on the left
+        ]
+    return [(caption, contours(grey(v), o, colours)) for caption, v, o in views]
+
+
+def legend(card: ModelCard) -> str:
+    """Each label's colour swatch and name, as the contours draw them."""
+    swatch = '<span style="display:inline-block;width:1em;height:1em;background:rgb({});border:1px solid #555;vertical-align:middle"></span>'
+    items = [f'{swatch.format(",".join(str(round(255 * c)) for c in entry["color"]))} {html.escape(entry["name"])}' for entry in card.labels]
+    return f'<p class="legend">{" &nbsp; ".join(items)}</p>'
+
+
+def volume_rows(volumes_ml: dict[str, float], labels: LabelSet = ABDOMEN) -> list[list]:
+    """Per organ: its volume, the adult range it is checked against, and where it falls."""
+    ranges = {label.name: label.adult_ml for label in labels.labels}
+    rows = []
+    for name, ml in volumes_ml.items():
+        low, high = ranges.get(name) or (None, None)
+        where = "not found" if ml == 0 else "" if low is None else "below the range" if ml < low else "above the range" if ml > high else "within"
+        rows.append([name, f"{ml:.0f}", "" if low is None else f"{low:.0f}-{high:.0f}", where])
+    return rows
 
 
 def abdominal_report(result: AbdominalResult, card: ModelCard, image: sitk.Image, *, warnings: Sequence[str] = (), title: str = "DualStreamSeg QA",
                      model_folder: Path | None = None) -> str:
     colours = label_colours(card)
-    volumes = table(["organ", "volume (mL)"], [[name, float(ml)] for name, ml in result.volumes_ml.items()])
-    panels = "".join(figure(rgb, name) for name, rgb in orthogonal_views(image, result.labels, colours))
+    volumes = table(["organ", "volume (mL)", "adult range (mL)", ""], volume_rows(result.volumes_ml))
+    names = {entry["value"]: entry["name"] for entry in card.labels}
+    panels = "".join(figure(rgb, caption, ORGAN_VIEW_PX) for caption, rgb in organ_views(image, result.labels, colours, names))
     summary = (f"<p>Modality {result.modality} ({html.escape(result.modality_from)}). Model {html.escape(card.id)} {html.escape(card.version)}, "
                f"stream {result.modality}.</p>")
-    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Orthogonal views</h2>", panels, model_section(card, model_folder)], warnings)
+    return page(title, [summary, "<h2>Organ volumes</h2>", volumes, "<h2>Views through each organ</h2>", legend(card), panels,
+                        model_section(card, model_folder)], warnings)
