@@ -33,8 +33,12 @@ def test_the_bundled_model_segments_its_held_out_subjects_on_their_own_grids(bun
     dataset = read_nnunet_dataset(shared_data(folder))
     case = next(c for c in dataset.cases if c.case_id == held_out[0])
     image = sitk.ReadImage(str(case.images[0]))
+    reference = sitk.GetArrayFromImage(dataset.read_label(case))
+    raw = segment_abdominal(network, card, image, source=str(case.images[0]), keep_components=False)
     result = segment_abdominal(network, card, image, source=str(case.images[0]))
     assert result.modality == modality and Grid.of(result.labels) == Grid.of(image)
-    scores = dice(sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(dataset.read_label(case)), [1, 2, 3, 4])
-    assert np.mean(list(scores.values())) == pytest.approx(np.mean(list(card.validation["dice_native"][case.case_id].values())), abs=0.02)
+    raw_scores = dice(sitk.GetArrayFromImage(raw.labels), reference, [1, 2, 3, 4])  # what the card's validation measured
+    assert np.mean(list(raw_scores.values())) == pytest.approx(np.mean(list(card.validation["dice_native"][case.case_id].values())), abs=0.02)
+    scores = dice(sitk.GetArrayFromImage(result.labels), reference, [1, 2, 3, 4])
+    assert all(scores[v] >= raw_scores[v] - 0.005 for v in scores), (scores, raw_scores)  # one piece per organ: never worse here
     assert scores[1] > 0.7, scores  # the liver, the largest organ

@@ -1,0 +1,62 @@
+"""Anatomy the network does not know: each organ is one piece, and a paired organ has one piece on each side.
+
+A voxel-wise network leaves islands (a scrap of "liver" in the spleen, "kidney" in the bowel) and can
+name a kidney after the wrong side. Here each organ keeps its largest 3-D connected component; organs
+that are one organ on two sides (the same anatomical code with a right and a left modifier, such as
+the kidneys) are pooled first, their two largest pieces kept, and each named after the side of the body
+it lies on when the network's own naming does not tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import SimpleITK as sitk
+
+from crossmodal.labels import Label, LabelSet
+
+
+def keep_organ_components(labels: sitk.Image, label_set: LabelSet) -> sitk.Image:
+    """``labels`` (file values of ``label_set``) with every organ reduced to its anatomically possible pieces."""
+    array = sitk.GetArrayFromImage(labels)
+    cleaned = np.zeros_like(array)
+    groups: dict[object, list[Label]] = defaultdict(list)
+    for label in label_set.labels:
+        groups[label.code if label.side is not None and label.modifier is not None else label].append(label)
+    for members in groups.values():
+        pooled = np.isin(array, [m.value for m in members])
+        if not pooled.any():
+            continue
+        if len(members) == 1:
+            (piece,) = _largest_pieces(labels, pooled, 1)
+            cleaned[piece] = members[0].value
+            continue
+        pieces = _largest_pieces(labels, pooled, 2)
+        named = [_majority(array[piece], members) for piece in pieces]
+        if len(pieces) == 2 and named[0] is named[1]:
+            named = _by_side(labels, pieces, members)
+        for piece, label in zip(pieces, named):
+            cleaned[piece] = label.value
+    result = sitk.GetImageFromArray(cleaned)
+    result.CopyInformation(labels)
+    return result
+
+
+def _largest_pieces(reference: sitk.Image, mask: np.ndarray, count: int) -> list[np.ndarray]:
+    """The ``count`` largest face-connected pieces of ``mask``, largest first."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.CopyInformation(reference)
+    pieces = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image), sortByObjectSize=True))
+    return [pieces == i for i in range(1, min(count, int(pieces.max())) + 1)]
+
+
+def _majority(values: np.ndarray, members: list[Label]) -> Label:
+    return max(members, key=lambda m: int((values == m.value).sum()))
+
+
+def _by_side(reference: sitk.Image, pieces: list[np.ndarray], members: list[Label]) -> list[Label]:
+    """Name each piece after the side of the body it lies on: LPS +x is the patient's left."""
+    x = [reference.TransformContinuousIndexToPhysicalPoint(np.argwhere(p).mean(axis=0)[::-1].tolist())[0] for p in pieces]
+    right, left = (next(m for m in members if m.side == side) for side in ("right", "left"))
+    return [right, left] if x[0] < x[1] else [left, right]
