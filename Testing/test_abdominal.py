@@ -151,3 +151,24 @@ def test_raw_ct_meets_a_model_trained_on_windowed_ct_with_the_same_statistics():
     assert a.image.shape == b.image.shape and np.abs(a.image - b.image).max() < 1e-4
     without = prepare_volume(raw, "CT").image  # without the window, the body and its statistics differ
     assert without.shape != a.image.shape or np.abs(without - a.image).max() > 0.5
+
+
+def test_spatially_augmented_patches_keep_image_and_labels_together_and_vary():
+    """Rotated, scaled, sometimes deformed: each patch's labels still lie on its organs' voxels, patches differ from
+    the unaugmented ones, and the same generator seed gives the same patches (a training resumes exactly)."""
+    from crossmodal.training.abdominal_training import PatchSampler, SpatialAugmentation
+
+    image, labels = abdominal_volume("CT", seed=7)
+    volume = prepare_volume(image, "CT", labels)
+    volume = type(volume)(volume.modality, volume.labels.astype(np.float32) * 10.0, volume.grid, volume.source, volume.labels)  # image = 10 x class
+    spatial = SpatialAugmentation(elastic_probability=0.5)
+    augmented, plain = PatchSampler([volume], 24, 5, spatial), PatchSampler([volume], 24, 5)
+    images, classes = augmented.draw(12, torch.Generator().manual_seed(3))
+    assert images.shape == (12, 1, 24, 24, 24) and classes.shape == (12, 24, 24, 24) and set(classes.unique().tolist()) <= {0, 1, 2, 3, 4}
+    interior = (images[:, 0] % 10 == 0)  # bilinear mixes values only at organ edges
+    assert (images[:, 0][interior] / 10 == classes[interior]).float().mean() > 0.98
+    again, _ = augmented.draw(12, torch.Generator().manual_seed(3))
+    assert torch.equal(images, again)
+    unaugmented, _ = plain.draw(12, torch.Generator().manual_seed(3))
+    assert not torch.equal(images, unaugmented)
+    assert spatial.context(24) > 24 and augmented.box == spatial.context(24) and plain.box == 24

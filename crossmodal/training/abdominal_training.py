@@ -3,6 +3,8 @@
 As the paper: every step holds one modality only (MR, then CT, then MR, ...), so each loss is
 back-propagated through that modality's stream; patches are drawn class-balanced (a class first,
 then one of its voxels as the patch centre); Gaussian noise and intensity offsets augment them.
+With few volumes, :class:`SpatialAugmentation` also rotates, scales and deforms each patch (MONAI's
+transforms), drawn from a larger box so that no patch shows an empty border.
 """
 
 from __future__ import annotations
@@ -29,16 +31,50 @@ class PatchBatch:
     """(batch, p, p, p) int64 classes."""
 
 
-class PatchSampler:
-    """Class-balanced ``patch``^3 patches from the prepared volumes of one modality."""
+@dataclass(frozen=True)
+class SpatialAugmentation:
+    """Random rotation (mostly in the axial plane, where bodies turn on the table), anisotropic scaling (bodies
+    differ in size) and, now and then, a smooth elastic deformation, the same for a patch's image and labels."""
 
-    def __init__(self, volumes: list[PreparedVolume], patch: int, classes: int) -> None:
+    axial_degrees: float = 15.0
+    tilt_degrees: float = 5.0
+    scale: float = 0.15
+    elastic_probability: float = 0.2
+    elastic_magnitude: float = 4.0
+    """Voxels (2 mm each) of displacement at most."""
+
+    def context(self, patch: int) -> int:
+        """Edge of the box drawn around a patch so that rotated and shrunk patches stay inside the volume's data."""
+        return int(np.ceil(patch * (1 + self.scale) * 1.3))
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, patch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` and ``labels`` (a context box, z y x) transformed alike and cropped to ``patch`` at their centre."""
+        from monai.transforms import Rand3DElastic, RandAffine
+
+        angles = np.deg2rad((self.axial_degrees, self.tilt_degrees, self.tilt_degrees))  # about z (axial plane), y, x
+        affine = RandAffine(prob=1.0, rotate_range=tuple(angles), scale_range=(self.scale,) * 3, spatial_size=(patch,) * 3,
+                            padding_mode="border")
+        affine.set_random_state(seed)
+        moved = [affine(image[None], mode="bilinear"), affine(labels[None].astype(np.float32), mode="nearest", randomize=False)]
+        rng = np.random.default_rng(seed)
+        if rng.random() < self.elastic_probability:
+            elastic = Rand3DElastic(sigma_range=(6, 8), magnitude_range=(0, self.elastic_magnitude), prob=1.0, padding_mode="border")
+            elastic.set_random_state(int(rng.integers(2**31)))
+            moved = [elastic(moved[0], mode="bilinear"), elastic(moved[1], mode="nearest", randomize=False)]
+        return np.asarray(moved[0][0], np.float32), np.asarray(moved[1][0]).astype(labels.dtype)
+
+
+class PatchSampler:
+    """Class-balanced ``patch``^3 patches from the prepared volumes of one modality, spatially augmented when ``spatial``."""
+
+    def __init__(self, volumes: list[PreparedVolume], patch: int, classes: int, spatial: SpatialAugmentation | None = None) -> None:
         if not volumes or any(v.labels is None for v in volumes):
             raise ValueError("patch sampling needs at least one volume, each with its labels")
-        self.patch, self.classes = patch, classes
+        self.patch, self.classes, self.spatial = patch, classes, spatial
+        self.box = spatial.context(patch) if spatial is not None else patch
         self.images, self.labels, self.where = [], [], []
         for volume in volumes:
-            pad = [(0, max(0, patch - n)) for n in volume.image.shape]
+            pad = [(0, max(0, self.box - n)) for n in volume.image.shape]
             self.images.append(np.pad(volume.image, pad, constant_values=float(volume.image.min())))
             self.labels.append(np.pad(volume.labels, pad))
             # Organ voxels are listed once; background is drawn uniformly (it is most of the volume).
@@ -56,10 +92,13 @@ class PatchSampler:
             else:
                 flat = self.where[v][c][int(torch.randint(len(self.where[v][c]), (1,), generator=generator))]
                 centre = np.array(np.unravel_index(flat, shape))
-            low = np.clip(centre - self.patch // 2, 0, shape - self.patch)
-            box = tuple(slice(a, a + self.patch) for a in low)
-            images.append(self.images[v][box])
-            labels.append(self.labels[v][box])
+            low = np.clip(centre - self.box // 2, 0, shape - self.box)
+            box = tuple(slice(a, a + self.box) for a in low)
+            image, label = self.images[v][box], self.labels[v][box]
+            if self.spatial is not None:
+                image, label = self.spatial(image, label, self.patch, int(torch.randint(2**31, (1,), generator=generator)))
+            images.append(image)
+            labels.append(label)
         return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels).astype(np.int64))
 
 

@@ -35,7 +35,7 @@ from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
-from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, alternating_batches
+from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, SpatialAugmentation, alternating_batches
 from crossmodal.training.cardiac_data import CardiacPatient, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_native, validation_score
 from crossmodal.training.methods import MMSDNetMethod
@@ -223,6 +223,8 @@ class DualStreamRecipe(Recipe):
     validation: dict = field(default_factory=lambda: {"CT": 1, "MR": 3})
     ct_window: list[float] | None = None
     """HU window of the training CT (BTCV's copy: [-125, 275]); inputs are clipped to it at inference too."""
+    spatial_augmentation: bool = False
+    """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
 
     architecture = "DualStreamFCN"
 
@@ -242,7 +244,8 @@ class DualStreamRecipe(Recipe):
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate)
-        samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes) for m, v in training.items()}
+        spatial = SpatialAugmentation() if self.spatial_augmentation else None
+        samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes, spatial) for m, v in training.items()}
 
         def validate(method: DualStreamTrainer) -> float:
             return float(np.mean([np.mean(list(subject_dice(method.module, s, device).values())) for s in held]))
