@@ -172,3 +172,21 @@ def test_spatially_augmented_patches_keep_image_and_labels_together_and_vary():
     unaugmented, _ = plain.draw(12, torch.Generator().manual_seed(3))
     assert not torch.equal(images, unaugmented)
     assert spatial.context(24) > 24 and augmented.box == spatial.context(24) and plain.box == 24
+
+
+def test_a_bfloat16_training_step_runs_in_bfloat16_and_learns():
+    from crossmodal.training.abdominal_training import DualStreamTrainer, PatchBatch
+
+    config = ResidualFCNConfig(variant="V4", filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    batch = PatchBatch(1, torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0)), torch.randint(5, (2, 16, 16, 16)))
+    losses, seen = {}, []
+    for bfloat16 in (False, True):
+        torch.manual_seed(0)
+        trainer = DualStreamTrainer(config, torch.device("cpu"), bfloat16=bfloat16)
+        hook = trainer.network.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+        before = {k: v.clone() for k, v in trainer.state_dict().items()}
+        losses[bfloat16] = trainer.train_step(batch, torch.Generator().manual_seed(1))["loss"]
+        hook.remove()
+        assert np.isfinite(losses[bfloat16]) and any(not torch.equal(v, before[k]) for k, v in trainer.state_dict().items())
+    assert seen == [torch.float32, torch.bfloat16]
+    assert losses[True] == pytest.approx(losses[False], abs=0.02) and losses[True] != losses[False]
