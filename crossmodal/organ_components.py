@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from crossmodal.labels import Label, LabelSet
+from crossmodal.plausibility import centroid_mm
 
 
 def keep_organ_components(labels: sitk.Image, label_set: LabelSet) -> sitk.Image:
@@ -38,16 +39,18 @@ def keep_organ_components(labels: sitk.Image, label_set: LabelSet) -> sitk.Image
             named = _by_side(labels, pieces, members)
         for piece, label in zip(pieces, named):
             cleaned[piece] = label.value
-    result = sitk.GetImageFromArray(cleaned)
-    result.CopyInformation(labels)
-    return result
+    return _on_grid(labels, cleaned)
+
+
+def _on_grid(reference: sitk.Image, array: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array.astype(np.uint8) if array.dtype == bool else array)
+    image.CopyInformation(reference)
+    return image
 
 
 def _largest_pieces(reference: sitk.Image, mask: np.ndarray, count: int) -> list[np.ndarray]:
     """The ``count`` largest face-connected pieces of ``mask``, largest first."""
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.CopyInformation(reference)
-    pieces = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image), sortByObjectSize=True))
+    pieces = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(_on_grid(reference, mask)), sortByObjectSize=True))
     return [pieces == i for i in range(1, min(count, int(pieces.max())) + 1)]
 
 
@@ -57,6 +60,6 @@ def _majority(values: np.ndarray, members: list[Label]) -> Label:
 
 def _by_side(reference: sitk.Image, pieces: list[np.ndarray], members: list[Label]) -> list[Label]:
     """Name each piece after the side of the body it lies on: LPS +x is the patient's left."""
-    x = [reference.TransformContinuousIndexToPhysicalPoint(np.argwhere(p).mean(axis=0)[::-1].tolist())[0] for p in pieces]
+    x = [centroid_mm(_on_grid(reference, p))[0] for p in pieces]
     right, left = (next(m for m in members if m.side == side) for side in ("right", "left"))
     return [right, left] if x[0] < x[1] else [left, right]
