@@ -52,10 +52,9 @@ def shifted_cine_case(case, folder: Path, shift_mm: tuple[float, float]):
     """``case`` copied into ``folder`` with its cine (image and mask) moved in-plane by ``shift_mm`` along the
     cine's own row and column directions: a header offset like another site's export or a far breath-hold."""
     for modality, files in (("C0", case.images), ("C0", case.masks)):
-        image = read_image(files[modality])
-        direction = np.asarray(image.GetDirection()).reshape(3, 3)
-        image.SetOrigin(tuple(np.asarray(image.GetOrigin()) + direction[:, :2] @ np.asarray(shift_mm, float)))
-        sitk.WriteImage(image, str(folder / files[modality].name))
+        from crossmodal.benchmarks.misalignment import moved_in_plane
+
+        sitk.WriteImage(moved_in_plane(read_image(files[modality]), np.asarray(shift_mm, float)), str(folder / files[modality].name))
     for path in (case.images["DE"], case.masks["DE"]):
         (folder / path.name).symlink_to(path.resolve())
     (shifted,) = discover_mscmrseg(folder)
