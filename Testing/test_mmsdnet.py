@@ -126,3 +126,38 @@ def test_bounded_control_point_offsets_stay_within_the_bound_and_are_the_identit
     free = LocalisationNet(anatomy_channels=8, control_points=5).eval()
     free.load_state_dict(net.state_dict())
     assert torch.allclose(net(anatomy, anatomy), free(anatomy, anatomy), atol=1e-5)  # small offsets pass unchanged
+
+
+def test_an_unknown_segmentor_is_refused_by_name():
+    with pytest.raises(ValueError, match="segmentor 'unet' is not one of anatomy, soft-anatomy, anatomy\\+image"):
+        MMSDNetConfig(segmentor="unet")
+
+
+def test_a_soft_anatomy_reaches_the_segmentor_and_its_one_hot_the_decoder():
+    torch.manual_seed(0)
+    net = MMSDNet(MMSDNetConfig(filters=4, segmentor="soft-anatomy")).eval()
+    cine, lge = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    out = net(cine, lge)
+    anatomy = out["anatomy2"]
+    assert torch.allclose(anatomy.sum(dim=1), torch.ones(2, 32, 32)) and not set(anatomy.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(out["logits_anatomy2"], net.segmentor(anatomy))
+    hard = one_hot_straight_through(anatomy)
+    assert torch.equal(net.reconstruct(anatomy, lge)["reconstruction"], net.reconstruct(hard, lge)["reconstruction"])
+
+
+def test_the_image_segmentor_reads_each_anatomy_beside_the_image_it_came_from():
+    torch.manual_seed(0)
+    net = MMSDNet(MMSDNetConfig(filters=4, segmentor="anatomy+image")).eval()
+    torch.nn.init.normal_(net.localisation.offsets.bias, std=0.1)  # an alignment that moves things
+    cine, lge = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    out = net(cine, lge)
+    warped_cine = net.tps(cine, out["offsets12"])
+    assert not torch.allclose(warped_cine, cine)
+    for key, image in (("anatomy1", cine), ("anatomy2", lge), ("warped1", warped_cine), ("fused2", lge), ("fused1", cine)):
+        assert torch.equal(out[f"logits_{key}"], net.segmentor(out[key], image)), key
+    assert torch.equal(net(None, lge)["logits_anatomy2"], out["logits_anatomy2"])  # LGE alone: the same single-modality masks
+    net.train()
+    out = net(cine, lge, reconstructions=True)
+    (out["logits_fused2"].square().mean() + out["rebuilt"].mean()).backward()
+    for name in ("anatomy.0", "anatomy.1", "segmentor", "localisation"):
+        assert has_gradient(net, name), name

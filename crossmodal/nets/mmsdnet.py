@@ -22,6 +22,7 @@ from crossmodal.nets.blocks import UNet, conv_bn_relu
 from crossmodal.nets.tps import ThinPlateSpline
 
 DESIGN = 2
+SEGMENTORS = ("anatomy", "soft-anatomy", "anatomy+image")
 """The architecture's generation, kept in every card: 1 had a modality encoder and a decoder per
 modality and rounded (possibly empty) anatomies; its bundles are refused, not misread."""
 
@@ -45,11 +46,20 @@ class MMSDNetConfig:
     max_offset: float | None = None
     """Soft bound on each control-point offset (normalised coordinates, the image spans -1..1): offsets are
     ``max_offset * tanh(raw / max_offset)``, the identity for small ones. None: unbounded, as the paper."""
+    segmentor: str = "anatomy"
+    """What the segmentor sees. ``anatomy`` (the paper): the one-hot anatomy, through two convolutions.
+    ``soft-anatomy``: the anatomy's softmax probabilities (the decoder still rebuilds from the one-hot),
+    so the segmentor gets the encoder's confidence and an exact gradient. ``anatomy+image``: a U-Net of
+    the encoders' width on the one-hot anatomy beside the image it was encoded from (warped with it;
+    a fused anatomy beside the image it is fused onto), the segmentation strength of a plain U-Net with
+    the cine's anatomy added by fusion."""
     design: int = DESIGN
 
     def __post_init__(self) -> None:
         if self.design != DESIGN:
             raise ValueError(f"MMSDNet design {self.design} is not this version's ({DESIGN}): train the model again with this version")
+        if self.segmentor not in SEGMENTORS:
+            raise ValueError(f"MMSDNet segmentor {self.segmentor!r} is not one of {', '.join(SEGMENTORS)}")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "modalities": list(self.modalities)}
@@ -67,14 +77,16 @@ def one_hot_straight_through(probabilities: torch.Tensor) -> torch.Tensor:
 
 
 class AnatomyEncoder(nn.Module):
-    """Image -> one-hot anatomy factor: U-Net, 1x1 to ``channels``, softmax over channels, straight-through arg-max."""
+    """Image -> anatomy factor: U-Net, 1x1 to ``channels``, softmax over channels, straight-through arg-max
+    (``soft``: the softmax itself; whoever needs the one-hot takes :func:`one_hot_straight_through` of it)."""
 
-    def __init__(self, channels: int, filters: int, depth: int) -> None:
+    def __init__(self, channels: int, filters: int, depth: int, soft: bool = False) -> None:
         super().__init__()
-        self.unet = UNet(1, channels, filters, depth)
+        self.unet, self.soft = UNet(1, channels, filters, depth), soft
 
     def forward(self, image: torch.Tensor, name: str = "image") -> torch.Tensor:
-        return one_hot_straight_through(torch.softmax(self.unet(image, name), dim=1))
+        probabilities = torch.softmax(self.unet(image, name), dim=1)
+        return probabilities if self.soft else one_hot_straight_through(probabilities)
 
 
 def _leaky(x: torch.Tensor) -> torch.Tensor:
@@ -170,8 +182,19 @@ class Segmentor(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(conv_bn_relu(anatomy_channels, width), conv_bn_relu(width, width), nn.Conv2d(width, classes, 1))
 
-    def forward(self, anatomy: torch.Tensor) -> torch.Tensor:
+    def forward(self, anatomy: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         return self.layers(anatomy)
+
+
+class ImageAnatomySegmentor(nn.Module):
+    """(anatomy, image) -> class logits: a U-Net on the two stacked."""
+
+    def __init__(self, anatomy_channels: int, classes: int, filters: int, depth: int) -> None:
+        super().__init__()
+        self.unet = UNet(anatomy_channels + 1, classes, filters, depth)
+
+    def forward(self, anatomy: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(torch.cat([anatomy, image], dim=1))
 
 
 class MaskDiscriminator(nn.Module):
@@ -205,12 +228,13 @@ class MMSDNet(nn.Module):
     def __init__(self, config: MMSDNetConfig = MMSDNetConfig()) -> None:
         super().__init__()
         self.config = c = config
-        self.anatomy = nn.ModuleList(AnatomyEncoder(c.anatomy_channels, c.filters, c.depth) for _ in range(2))
+        self.anatomy = nn.ModuleList(AnatomyEncoder(c.anatomy_channels, c.filters, c.depth, soft=c.segmentor == "soft-anatomy") for _ in range(2))
         self.modality = ModalityEncoder(c.anatomy_channels, c.z_dim)
         self.decoder = FiLMDecoder(c.anatomy_channels, c.z_dim)
         self.localisation = LocalisationNet(c.anatomy_channels, c.control_points, max_offset=c.max_offset)
         self.tps = ThinPlateSpline(c.control_points)
-        self.segmentor = Segmentor(c.anatomy_channels, c.classes, c.segmentor_filters)
+        self.segmentor = (ImageAnatomySegmentor(c.anatomy_channels, c.classes, c.filters, c.depth) if c.segmentor == "anatomy+image"
+                          else Segmentor(c.anatomy_channels, c.classes, c.segmentor_filters))
 
     def align(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Warp ``moving`` anatomy onto ``fixed``; returns the warped anatomy and the control-point offsets."""
@@ -241,8 +265,9 @@ class MMSDNet(nn.Module):
             out["warped2"], out["offsets21"] = self.align(out["anatomy2"], out["anatomy1"])
             out["fused2"] = torch.maximum(out["warped1"], out["anatomy2"])
             out["fused1"] = torch.maximum(out["warped2"], out["anatomy1"])
+        beside = self._segmentor_images(out, cine, lge) if self.config.segmentor == "anatomy+image" else {}
         for key in [k for k in ANATOMY_KEYS if k in out]:
-            out[f"logits_{key}"] = self.segmentor(out[key])
+            out[f"logits_{key}"] = self.segmentor(out[key], beside.get(key))
         if reconstructions:
             images = {"cine": cine, "lge": lge}
             pairs = [(a, m) for a, m in SPACE_OF.items() if a in out]
@@ -254,18 +279,33 @@ class MMSDNet(nn.Module):
             out["z_estimate"] = self.regress_z(anatomies.detach(), out["z_prior"])
         return out
 
+    def _segmentor_images(self, out: dict[str, torch.Tensor], cine: torch.Tensor | None, lge: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The image beside each anatomy for the ``anatomy+image`` segmentor: the one it was encoded from, warped
+        as it was; a fused anatomy's, the image it was fused onto (so the LGE's fused masks read the LGE)."""
+        images = {"anatomy1": cine, "anatomy2": lge, "fused1": cine, "fused2": lge}
+        if "warped1" in out:
+            images["warped1"] = self.tps(cine, out["offsets12"])
+            images["warped2"] = self.tps(lge, out["offsets21"])
+        return images
+
+    def one_hot(self, anatomy: torch.Tensor) -> torch.Tensor:
+        """The anatomy as the decoder and modality encoder see it: one-hot (a soft anatomy's arg-max, straight through)."""
+        return one_hot_straight_through(anatomy) if self.config.segmentor == "soft-anatomy" else anatomy
+
     def reconstruct(self, anatomy: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encode ``image``'s modality factor given ``anatomy`` and rebuild ``image`` from both.
 
         With another modality's warped or fused anatomy this is a cross-reconstruction: the image
         can only come back if that anatomy sits where, and means what, this image's own does.
         """
+        anatomy = self.one_hot(anatomy)
         mean, log_variance = self.modality(anatomy, image)
         z = reparameterise(mean, log_variance) if self.training else mean
         return {"mean": mean, "log_variance": log_variance, "reconstruction": self.decoder(anatomy, z)}
 
     def regress_z(self, anatomy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Decode ``z`` with ``anatomy`` and encode the result again: the z-reconstruction term's estimate of ``z``."""
+        anatomy = self.one_hot(anatomy)
         return self.modality(anatomy, self.decoder(anatomy, z))[0]
 
 

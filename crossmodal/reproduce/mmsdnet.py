@@ -35,7 +35,7 @@ from crossmodal.datasets import discover_mscmrseg
 from crossmodal.devices import describe_device, fast_bfloat16, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
-from crossmodal.nets.mmsdnet import MMSDNetConfig
+from crossmodal.nets.mmsdnet import SEGMENTORS, MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
 from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, UNetMethod
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
@@ -82,6 +82,8 @@ class ReproductionSchedule:
     seeds: int
     """Seeds of every learned baseline."""
     mmsdnet_seeds: int
+    segmentor: str = "anatomy"
+    """MMSDNet's segmentor (see :attr:`MMSDNetConfig.segmentor`): the paper's, or an ablation's (``--segmentor``)."""
 
     def seeds_of(self, method: str) -> int:
         return self.mmsdnet_seeds if method == "MMSDNet" else self.seeds
@@ -138,7 +140,8 @@ def make_folds(labelled: list[int], unlabelled: list[int], lge_only: list[int] =
 def build_method(name: str, schedule: ReproductionSchedule, device: torch.device) -> Method:
     lr, filters = schedule.learning_rate, schedule.filters
     if name == "MMSDNet":
-        return MMSDNetMethod(MMSDNetConfig(filters=filters), device, learning_rate=lr, bfloat16=schedule.bfloat16 and fast_bfloat16(device))
+        return MMSDNetMethod(MMSDNetConfig(filters=filters, segmentor=schedule.segmentor), device, learning_rate=lr,
+                             bfloat16=schedule.bfloat16 and fast_bfloat16(device))
     if name == "DualStream":
         return DualStreamMethod(3, filters, 4, device, learning_rate=lr)
     return UNetMethod(3, filters, 4, device, both=name == "UNet-both", learning_rate=lr)
@@ -250,12 +253,15 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--seeds", type=int, help="seeds of every learned method (default: the schedule's protocol)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient folds")
+    parser.add_argument("--segmentor", choices=SEGMENTORS, default="anatomy",
+                        help="what MMSDNet's segmentor sees: the paper's one-hot anatomy, or an ablation (use its own --out)")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
     schedule = chosen_schedule(args, SCHEDULES, device)
     if args.seeds:
         schedule = replace(schedule, seeds=args.seeds, mmsdnet_seeds=args.seeds)
+    schedule = replace(schedule, segmentor=args.segmentor)
     found = discover_mscmrseg(args.data)
     cases = [c for c in found if c.is_pair and c.has_mask("C0")]
     lge_only = [c for c in found if not c.is_pair and c.has_mask("DE")]
@@ -265,6 +271,9 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     pairing = PairingConfig(spacing_mm=schedule.spacing_mm, size=schedule.size)
     patients = {c.patient: load_patient(c, pairing) for c in cases + lge_only}
     store = RunStore(args.out)
+    other = {run.get("segmentor", "anatomy") for run in store.all() if run["method"] == "MMSDNet"} - {schedule.segmentor}
+    if other:
+        raise SystemExit(f"{args.out} holds MMSDNet runs with the {', '.join(sorted(other))} segmentor, not {schedule.segmentor}: give this run its own --out")
 
     methods, fractions = args.methods or schedule.methods, args.fractions or schedule.fractions
     per_fold = [("baselines", 0)] if "baselines" in methods else []
@@ -282,6 +291,8 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
             else:
                 run = run_fold_method(fold, method_name, fraction, patients, schedule, device, seed)
             run.update(fold=fold.index, method=method_name, fraction=fraction, seed=seed, wall_seconds=time.perf_counter() - start)
+            if method_name == "MMSDNet":
+                run["segmentor"] = schedule.segmentor
             store.save(run, *key)
             values = {"fold": fold.index, "fraction": fraction, "seed": seed, "seconds": run["wall_seconds"]}
             if isinstance(run.get("validation"), (int, float)):

@@ -123,6 +123,8 @@ class MMSDNetRecipe(Recipe):
     bfloat16: bool = False
     """Run the network's forward pass in bfloat16 autocast (losses, alignment and critic stay float32): about 1.3x
     faster steps on CPUs with AVX512-BF16 and on GPUs; slower where the CPU has to emulate it."""
+    segmentor: str = "anatomy"
+    """What MMSDNet's segmentor sees (see :attr:`MMSDNetConfig.segmentor`); ``anatomy`` is the paper's."""
 
     architecture = "MMSDNet"
 
@@ -162,7 +164,7 @@ class MMSDNetRecipe(Recipe):
         training, chosen = sorted(p.patient for p in split.training), [p.patient for p in validation]
         samples = build_samples(split.training, lge_labelled)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
-        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset), device, learning_rate=self.learning_rate,
+        method = MMSDNetMethod(MMSDNetConfig(filters=self.filters, max_offset=self.max_offset, segmentor=self.segmentor), device, learning_rate=self.learning_rate,
                                bfloat16=self.bfloat16)
 
         def card(result: TrainingResult) -> ModelCard:
