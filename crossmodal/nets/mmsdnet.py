@@ -265,9 +265,15 @@ class MMSDNet(nn.Module):
             out["warped2"], out["offsets21"] = self.align(out["anatomy2"], out["anatomy1"])
             out["fused2"] = torch.maximum(out["warped1"], out["anatomy2"])
             out["fused1"] = torch.maximum(out["warped2"], out["anatomy1"])
-        beside = self._segmentor_images(out, cine, lge) if self.config.segmentor == "anatomy+image" else {}
-        for key in [k for k in ANATOMY_KEYS if k in out]:
-            out[f"logits_{key}"] = self.segmentor(out[key], beside.get(key))
+        keys = [k for k in ANATOMY_KEYS if k in out]
+        if self.config.segmentor == "anatomy+image":
+            # One call on every (anatomy, image) stacked: batch norm then normalises cine and LGE inputs
+            # together in training, as its running statistics (what inference uses) do.
+            beside = self._segmentor_images(out, cine, lge)
+            logits = self.segmentor(torch.cat([out[k] for k in keys]), torch.cat([beside[k] for k in keys]))
+            out.update({f"logits_{k}": part for k, part in zip(keys, logits.chunk(len(keys)))})
+        else:
+            out.update({f"logits_{k}": self.segmentor(out[k]) for k in keys})
         if reconstructions:
             images = {"cine": cine, "lge": lge}
             pairs = [(a, m) for a, m in SPACE_OF.items() if a in out]
