@@ -24,9 +24,11 @@ from crossmodal.segment_outputs import MASK_TITLES, REPORT_FILE, SegmentOutput, 
 
 DEMO_RECIPE = {
     "architecture": "MMSDNet", "id": "demo-mmsdnet-phantoms", "size": 64, "spacing_mm": 3.0, "filters": 8,
-    "steps": 250, "batch_size": 8, "learning_rate": 0.002, "validate_every": 25, "checkpoint_every": 50, "validation": [1],
+    "steps": 250, "batch_size": 8, "learning_rate": 0.002, "warmup_steps": 25, "final_learning_rate": 0.05,
+    "validate_every": 25, "checkpoint_every": 50, "validation": [1],
 }
-"""Small enough for a 2-core CPU in about two minutes; the phantoms' hearts are simpler than real ones."""
+"""Small enough for a 2-core CPU in about two minutes; the phantoms' hearts are simpler than real ones. The
+bundle's warm-up and cosine decay: without them one seed in three ended far from the others."""
 COMPARED = ("fused LGE", "LGE")
 """The masks the demo scores: what fusing the cine buys over the LGE alone."""
 TRAIN_LABELLED, TRAIN_CINE_ONLY, TEST_PATIENTS, FIRST_TEST = 6, 2, 3, 101
@@ -52,13 +54,13 @@ def segment_and_score(model: str, cases: list[tuple[str, Path, Path, Path]], out
     return scores
 
 
-def phantom_demo(out: Path) -> tuple[dict, list[Path]]:
+def phantom_demo(out: Path, seed: int = 0) -> tuple[dict, list[Path]]:
     data = out / "phantoms"
     print(f"Writing synthetic cine + LGE pairs to {data} ...", flush=True)
     write_mscmrseg_phantoms(data / "train", labelled=TRAIN_LABELLED, unlabelled=TRAIN_CINE_ONLY)
     write_mscmrseg_phantoms(data / "test", labelled=TEST_PATIENTS, first=FIRST_TEST)
     recipe = out / "demo-recipe.json"
-    recipe.write_text(json.dumps(DEMO_RECIPE, indent=1) + "\n")
+    recipe.write_text(json.dumps({**DEMO_RECIPE, "seed": seed}, indent=1) + "\n")
     run(["train", "--config", str(recipe), "--data", str(data / "train"), "--out", str(out / "model")])
     cases = [(f"patient{p}", data / "test" / f"patient{p}_DE.nii.gz", data / "test" / f"patient{p}_C0.nii.gz", data / "test" / f"patient{p}_DE_manual.nii.gz")
              for p in range(FIRST_TEST, FIRST_TEST + TEST_PATIENTS)]
@@ -82,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo"), help="demo folder (its earlier contents are replaced)")
     parser.add_argument("--data", type=Path, help="an MS-CMRSeg folder: run the bundled model on it instead of training on phantoms")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the phantom training (its weights and batches)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
-    scores, reports = real_data_demo(args.data, args.out) if args.data else phantom_demo(args.out)
+    scores, reports = real_data_demo(args.data, args.out) if args.data else phantom_demo(args.out, args.seed)
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s. Dice on the LGE (mean over {len(reports)} held-out pairs):")
     for output in COMPARED:
         row = scores[output]

@@ -132,6 +132,10 @@ def _scar(rng: np.random.Generator, local: np.ndarray, labels: np.ndarray, patch
     return scar & (labels == MYO)
 
 
+LGE_NOISE = 1.5
+"""LGE's noise relative to the cine's: inversion-recovery images are noisier than bSSFP cine."""
+
+
 def _cardiac_image(
     rng: np.random.Generator,
     grid: Grid,
@@ -146,8 +150,8 @@ def _cardiac_image(
     texture = _smooth_noise(rng, shape, sigma=6.0)
     lungs = (np.hypot((np.abs(u) - 95.0) / 45.0, (v + 10.0) / 70.0) < 1.0) & (labels == 0)
     epicardial_fat = (labels == 0) & (np.hypot(u / 38.0, v / 35.0) < 1.0) & (texture > 0.3)  # patchy, as real fat
-    if lge:
-        tissue = {"background": 0.12, "texture": 0.06, "lung": 0.02, "fat": 0.35, MYO: 0.09, LV: 0.45, RV: 0.40}
+    if lge:  # nulled myocardium as dark as its surroundings, enhanced scar as bright as the blood pool, more noise
+        tissue = {"background": 0.12, "texture": 0.06, "lung": 0.02, "fat": 0.35, MYO: 0.12, LV: 0.45, RV: 0.40}
     else:
         tissue = {"background": 0.38, "texture": 0.08, "lung": 0.05, "fat": 0.75, MYO: 0.22, LV: 0.92, RV: 0.88}
     image = tissue["background"] + tissue["texture"] * texture
@@ -156,11 +160,11 @@ def _cardiac_image(
     for value in (MYO, LV, RV):
         image = np.where(labels == value, tissue[value] + 0.02 * texture, image)
     if lge:
-        image = np.where(_scar(rng, local, labels, int(rng.integers(0, 4))), 0.85, image)
+        image = np.where(_scar(rng, local, labels, int(rng.integers(0, 4))), 0.5, image)
     pixel = grid.spacing[0]
     image = gaussian_filter(image.astype(np.float32), sigma=(0, 0.6 / pixel * 1.25, 0.6 / pixel * 1.25))
     image = image * _bias(rng, shape, 0.15)
-    return _rician(rng, np.clip(image, 0, None), noise)
+    return _rician(rng, np.clip(image, 0, None), noise * (LGE_NOISE if lge else 1.0))
 
 
 def cardiac_pair(
