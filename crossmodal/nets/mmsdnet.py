@@ -22,9 +22,10 @@ from crossmodal.nets.blocks import UNet, conv_bn_relu
 from crossmodal.nets.tps import ThinPlateSpline
 
 DESIGN = 2
-SEGMENTORS = ("anatomy", "soft-anatomy", "anatomy+image")
 """The architecture's generation, kept in every card: 1 had a modality encoder and a decoder per
 modality and rounded (possibly empty) anatomies; its bundles are refused, not misread."""
+SEGMENTORS = ("anatomy", "soft-anatomy", "anatomy+image")
+"""What the segmentor may see (:attr:`MMSDNetConfig.segmentor`); the first is the paper's."""
 
 
 @dataclass(frozen=True)
