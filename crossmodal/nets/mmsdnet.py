@@ -24,8 +24,9 @@ from crossmodal.nets.tps import ThinPlateSpline
 DESIGN = 2
 """The architecture's generation, kept in every card: 1 had a modality encoder and a decoder per
 modality and rounded (possibly empty) anatomies; its bundles are refused, not misread."""
-SEGMENTORS = ("anatomy", "soft-anatomy", "anatomy+image")
-"""What the segmentor may see (:attr:`MMSDNetConfig.segmentor`); the first is the paper's."""
+PAPER_SEGMENTOR = "anatomy"
+SEGMENTORS = (PAPER_SEGMENTOR, "soft-anatomy", "anatomy+image")
+"""What the segmentor may see (:attr:`MMSDNetConfig.segmentor`)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class MMSDNetConfig:
     max_offset: float | None = None
     """Soft bound on each control-point offset (normalised coordinates, the image spans -1..1): offsets are
     ``max_offset * tanh(raw / max_offset)``, the identity for small ones. None: unbounded, as the paper."""
-    segmentor: str = "anatomy"
+    segmentor: str = PAPER_SEGMENTOR
     """What the segmentor sees. ``anatomy`` (the paper): the one-hot anatomy, through two convolutions.
     ``soft-anatomy``: the anatomy's softmax probabilities (the decoder still rebuilds from the one-hot),
     so the segmentor gets the encoder's confidence and an exact gradient. ``anatomy+image``: a U-Net of
@@ -183,7 +184,7 @@ class Segmentor(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(conv_bn_relu(anatomy_channels, width), conv_bn_relu(width, width), nn.Conv2d(width, classes, 1))
 
-    def forward(self, anatomy: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, anatomy: torch.Tensor) -> torch.Tensor:
         return self.layers(anatomy)
 
 
@@ -194,7 +195,7 @@ class ImageAnatomySegmentor(nn.Module):
         super().__init__()
         self.unet = UNet(anatomy_channels + 1, classes, filters, depth)
 
-    def forward(self, anatomy: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, anatomy: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.unet(torch.cat([anatomy, image], dim=1))
 
 

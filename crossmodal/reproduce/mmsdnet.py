@@ -35,7 +35,7 @@ from crossmodal.datasets import discover_mscmrseg
 from crossmodal.devices import describe_device, fast_bfloat16, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
-from crossmodal.nets.mmsdnet import SEGMENTORS, MMSDNetConfig
+from crossmodal.nets.mmsdnet import PAPER_SEGMENTOR, SEGMENTORS, MMSDNetConfig
 from crossmodal.pairing import PairingConfig, write_back
 from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, UNetMethod
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
@@ -82,7 +82,7 @@ class ReproductionSchedule:
     seeds: int
     """Seeds of every learned baseline."""
     mmsdnet_seeds: int
-    segmentor: str = "anatomy"
+    segmentor: str = PAPER_SEGMENTOR
     """MMSDNet's segmentor (see :attr:`MMSDNetConfig.segmentor`): the paper's, or an ablation's (``--segmentor``)."""
 
     def seeds_of(self, method: str) -> int:
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--seeds", type=int, help="seeds of every learned method (default: the schedule's protocol)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient folds")
-    parser.add_argument("--segmentor", choices=SEGMENTORS, default="anatomy",
+    parser.add_argument("--segmentor", choices=SEGMENTORS, default=PAPER_SEGMENTOR,
                         help="what MMSDNet's segmentor sees: the paper's one-hot anatomy, or an ablation (use its own --out)")
     args = parser.parse_args(argv)
 
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     pairing = PairingConfig(spacing_mm=schedule.spacing_mm, size=schedule.size)
     patients = {c.patient: load_patient(c, pairing) for c in cases + lge_only}
     store = RunStore(args.out)
-    other = {run.get("segmentor", "anatomy") for run in store.all() if run["method"] == "MMSDNet"} - {schedule.segmentor}
+    other = {run.get("segmentor", PAPER_SEGMENTOR) for run in store.all() if run["method"] == "MMSDNet"} - {schedule.segmentor}
     if other:
         raise SystemExit(f"{args.out} holds MMSDNet runs with the {', '.join(sorted(other))} segmentor, not {schedule.segmentor}: give this run its own --out")
 

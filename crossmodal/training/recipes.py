@@ -31,7 +31,7 @@ from crossmodal.bundles import ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.errors import InputError
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
-from crossmodal.nets.mmsdnet import MMSDNetConfig
+from crossmodal.nets.mmsdnet import PAPER_SEGMENTOR, MMSDNetConfig
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
@@ -123,8 +123,8 @@ class MMSDNetRecipe(Recipe):
     bfloat16: bool = False
     """Run the network's forward pass in bfloat16 autocast (losses, alignment and critic stay float32): about 1.3x
     faster steps on CPUs with AVX512-BF16 and on GPUs; slower where the CPU has to emulate it."""
-    segmentor: str = "anatomy"
-    """What MMSDNet's segmentor sees (see :attr:`MMSDNetConfig.segmentor`); ``anatomy`` is the paper's."""
+    segmentor: str = PAPER_SEGMENTOR
+    """What MMSDNet's segmentor sees (see :attr:`MMSDNetConfig.segmentor`)."""
 
     architecture = "MMSDNet"
 
