@@ -59,6 +59,17 @@ def test_cardiac_anatomy_is_plausible(pairs):
         assert 70 < myocardial_mass_g < 250 and 60 < lv_volume_ml < 250
 
 
+def test_wall_thickness_differs_between_patients():
+    # A wall of one thickness in every phantom would let LGE alone find the epicardium from the blood pool.
+    def epicardium_to_endocardium(pair) -> float:
+        labels = array(pair.cine_mask)
+        middle = labels[int(np.argmax((labels == LV).sum(axis=(1, 2))))]  # the slice with the most LV
+        return float(np.sqrt(np.isin(middle, (MYO, LV)).sum() / (middle == LV).sum()))
+
+    ratios = [epicardium_to_endocardium(cardiac_pair(seed)) for seed in range(5)]
+    assert max(ratios) - min(ratios) > 0.06, ratios
+
+
 def test_misalignment_shows_and_vanishes_when_switched_off(pairs):
     scores = [copy_mask_dice(pair)[MYO] for pair in pairs]
     assert all(0.35 < s < 0.8 for s in scores), scores

@@ -3,12 +3,13 @@
 They exist for fast tests and for a demo without data, so they copy what matters for the two
 methods rather than every detail of real images:
 
-* Cardiac: one analytic heart (LV blood pool, myocardium tapering to the apex, RV crescent) is
-  defined in physical space and rasterised at each modality's own voxel centres, on grids that differ
-  as the real ones do (cine 1.25 mm / 8 mm, LGE ~0.75 mm / 5 mm, one oblique short-axis orientation).
-  The LGE sees the heart after a rigid plus smooth non-rigid displacement (another breath-hold). Cine
-  has bright blood and dark myocardium; LGE nulls the myocardium to the grey of its surroundings and
-  adds bright scar, so segmenting LGE alone is harder, which is the point of MMSDNet.
+* Cardiac: one analytic heart (LV blood pool, myocardium tapering to the apex, RV crescent; the wall's
+  thickness drawn per patient) is defined in physical space and rasterised at each modality's own voxel
+  centres, on grids that differ as the real ones do (cine 1.25 mm / 8 mm, LGE ~0.75 mm / 5 mm, one
+  oblique short-axis orientation). The LGE sees the heart after a rigid plus smooth non-rigid
+  displacement (another breath-hold). Cine has bright blood and dark myocardium; LGE nulls the
+  myocardium to the grey and texture of its surroundings and adds bright scar, so the outer border is
+  hard to find on LGE alone, which is the point of MMSDNet.
 * Abdomen: body, spine, liver (patient right), spleen (patient left), kidneys, bowel gas, in HU for
   CT and in T2-like arbitrary units for MR, at the spacings of the shared BTCV and CHAOS copies.
 
@@ -75,11 +76,32 @@ def _radius(local: np.ndarray, ru: float, rv: float) -> np.ndarray:
     return np.hypot(u / ru, v / rv) / taper
 
 
-def _heart_labels(local: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class HeartShape:
+    """One patient's myocardial wall: its thickness along u and v, and how far the epicardium is off-centre.
+
+    Walls of 7-12 mm, up to 5 mm thicker on one side than the other, as in adults; a fixed wall would let a network
+    draw the epicardium at a constant distance from the bright blood pool and never need the cine.
+    """
+
+    wall_u_mm: float = 10.0
+    wall_v_mm: float = 10.0
+    offset_u_mm: float = 0.0
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> HeartShape:
+        return cls(*rng.uniform(7.0, 12.0, 2), rng.uniform(-2.5, 2.5))
+
+    def epicardium(self, local: np.ndarray) -> np.ndarray:
+        """Elliptical radius of the epicardium (1 on it)."""
+        return _radius(local - np.array([self.offset_u_mm, 0.0, 0.0]), 24.0 + self.wall_u_mm, 21.0 + self.wall_v_mm)
+
+
+def _heart_labels(local: np.ndarray, shape: HeartShape) -> np.ndarray:
     """Labels of the analytic heart at points in its own frame (u, v in-plane, w toward the base; mm)."""
     w = local[..., 2]
     along = (w > -HEART_LENGTH_MM) & (w < BASE_MM)
-    epi = _radius(local, 34.0, 31.0)
+    epi = shape.epicardium(local)
     labels = np.zeros(w.shape, np.uint16)
     # RV: a crescent wrapped around the septal side (-u), shorter than the LV.
     shifted = local - np.array([-30.0, -4.0, 0.0])
@@ -121,7 +143,7 @@ def _rician(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.nda
 def _scar(rng: np.random.Generator, local: np.ndarray, labels: np.ndarray, patches: int) -> np.ndarray:
     """Enhanced myocardium: angular sectors, transmural or subendocardial, over part of the long axis."""
     angle = np.arctan2(local[..., 1], local[..., 0])
-    endo = _radius(local, 24.0, 21.0)  # 1 at the endocardium, ~1.45 at the epicardium
+    endo = _radius(local, 24.0, 21.0)  # 1 at the endocardium, 1.3-1.6 at the epicardium
     scar = np.zeros(labels.shape, bool)
     for _ in range(patches):
         centre, width = rng.uniform(-np.pi, np.pi), rng.uniform(0.5, 1.2)
@@ -141,29 +163,32 @@ def _cardiac_image(
     grid: Grid,
     local: np.ndarray,
     labels: np.ndarray,
+    shape: HeartShape,
     lge: bool,
     noise: float,
 ) -> np.ndarray:
     """Intensities in 0..~1 for one modality: tissue classes, texture, partial volume, bias, noise."""
-    shape = labels.shape
     u, v = local[..., 0], local[..., 1]
-    texture = _smooth_noise(rng, shape, sigma=6.0)
+    texture = _smooth_noise(rng, labels.shape, sigma=6.0)
     lungs = (np.hypot((np.abs(u) - 95.0) / 45.0, (v + 10.0) / 70.0) < 1.0) & (labels == 0)
-    epicardial_fat = (labels == 0) & (np.hypot(u / 38.0, v / 35.0) < 1.0) & (texture > 0.3)  # patchy, as real fat
-    if lge:  # nulled myocardium as dark as its surroundings, enhanced scar as bright as the blood pool, more noise
-        tissue = {"background": 0.12, "texture": 0.06, "lung": 0.02, "fat": 0.35, MYO: 0.12, LV: 0.45, RV: 0.40}
+    epicardial_fat = (labels == 0) & (shape.epicardium(local) < 1.12) & (texture > 0.3)  # patchy, as real fat
+    if lge:  # enhanced scar as bright as the blood pool, more noise
+        tissue = {"background": 0.12, "texture": 0.06, "lung": 0.02, "fat": 0.35, LV: 0.45, RV: 0.40}
     else:
         tissue = {"background": 0.38, "texture": 0.08, "lung": 0.05, "fat": 0.75, MYO: 0.22, LV: 0.92, RV: 0.88}
-    image = tissue["background"] + tissue["texture"] * texture
-    image = np.where(lungs, tissue["lung"], image)
+    surroundings = tissue["background"] + tissue["texture"] * texture
+    image = np.where(lungs, tissue["lung"], surroundings)
     image = np.where(epicardial_fat, tissue["fat"], image)
-    for value in (MYO, LV, RV):
+    for value in (LV, RV):
         image = np.where(labels == value, tissue[value] + 0.02 * texture, image)
+    # LGE nulls the myocardium to exactly the grey of the tissue around it, texture included, so only the
+    # heart's shape (and the cine) tells where its outer border runs; cine myocardium is darker than both.
+    image = np.where(labels == MYO, surroundings if lge else tissue[MYO] + 0.02 * texture, image)
     if lge:
         image = np.where(_scar(rng, local, labels, int(rng.integers(0, 4))), 0.5, image)
     pixel = grid.spacing[0]
     image = gaussian_filter(image.astype(np.float32), sigma=(0, 0.6 / pixel * 1.25, 0.6 / pixel * 1.25))
-    image = image * _bias(rng, shape, 0.15)
+    image = image * _bias(rng, labels.shape, 0.15)
     return _rician(rng, np.clip(image, 0, None), noise * (LGE_NOISE if lge else 1.0))
 
 
@@ -203,12 +228,13 @@ def cardiac_pair(
         [rng.uniform(-35, 35, (3, 2)), rng.uniform(15, 30, 3), rng.uniform(-1, 1, (3, 2)) * deformation_mm]
     )
     motion = HeartMotion(translation, rng.uniform(-1, 1) * rotation_degrees, bumps)
+    shape = HeartShape.random(np.random.default_rng([seed, 1]))  # its own stream: the rest of the phantom stays as it was
 
     def render(grid: Grid, lge: bool) -> tuple[sitk.Image, sitk.Image]:
         local = (_grid_points(grid) - heart) @ orientation  # heart frame = stack axes
         anatomy = _displace(local, motion) if lge else local
-        labels = _heart_labels(anatomy)
-        image = _cardiac_image(rng, grid, anatomy, labels, lge, noise)
+        labels = _heart_labels(anatomy, shape)
+        image = _cardiac_image(rng, grid, anatomy, labels, shape, lge, noise)
         if lge:
             image_array = np.round(image * 1000).astype(np.int16)
         else:
