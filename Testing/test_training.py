@@ -7,7 +7,7 @@ import torch
 from crossmodal.datasets import discover_mscmrseg
 from crossmodal.nets.mmsdnet import MMSDNetConfig
 from crossmodal.pairing import PairingConfig
-from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, UNetMethod
+from crossmodal.reproduce.cardiac_baselines import DualStreamMethod, PairedUNetMethod, UNetMethod
 from crossmodal.training.cardiac_data import Augmentation, balanced_batches, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_common_grid, score_native, validation_score
 from crossmodal.training.methods import MMSDNetMethod
@@ -70,6 +70,19 @@ def test_methods_that_need_lge_masks_refuse_to_train_without_them(patients):
     with pytest.raises(ValueError, match="UNet-single: no training sample has the masks"):
         balanced_batches(samples, single.usable(samples), 4, single.name)
     train(both, balanced_batches(samples, both.usable(samples), 4, both.name), Schedule(1))  # the cine masks suffice
+
+
+def test_the_paired_unet_reads_the_cine_only_where_a_slice_has_one(patients):
+    method = PairedUNetMethod(3, 4, 4, CPU, learning_rate=1e-3)
+    samples = build_samples([patients[1], patients[2]], {2})
+    assert torch.equal(method.usable(samples), samples.has_lge_mask)  # it learns from LGE masks only
+    train(method, method.batches(samples, 4), Schedule(2))
+    cine, lge = samples.cine[:4], samples.lge[:4]
+    paired = torch.tensor([True, True, False, False])
+    base = method.predict(cine, lge, paired)["UNet-paired"]
+    other = method.predict(torch.rand_like(cine), lge, paired)["UNet-paired"]
+    assert not torch.allclose(base[:2], other[:2]) and torch.equal(base[2:], other[2:])
+    assert base.shape == (4, 3, 64, 64) and torch.allclose(base.sum(1), torch.ones(4, 64, 64))
 
 
 def test_batches_are_half_lge_labelled_when_few_samples_are(patients):
@@ -149,6 +162,20 @@ def test_a_recipe_starts_from_the_same_weights_every_time(phantom_mscmrseg, tmp_
         torch.manual_seed(2)
         second = recipe.prepare(CPU, lambda *a: None).network.state_dict()
         assert all(torch.equal(first[k], second[k]) for k in first), type(recipe).__name__
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_a_bfloat16_recipe_autocasts_only_where_the_device_computes_bfloat16(phantom_mscmrseg, tmp_path, monkeypatch, native):
+    """Emulated bfloat16 made an MMSDNet step 35x slower than float32 on a CPU without AVX512-BF16."""
+    from crossmodal.phantoms import write_nnunet_phantoms
+    from crossmodal.training import recipes
+
+    monkeypatch.setattr(recipes, "fast_bfloat16", lambda device: native)
+    for recipe in (recipes.MMSDNetRecipe(size=32, spacing_mm=6.0, filters=4, validation=[1], bfloat16=True,
+                                         data={"mscmrseg": str(phantom_mscmrseg)}),
+                   recipes.DualStreamRecipe(filters=[2, 4, 4, 8, 8], patch=16, validation={"CT": 1}, bfloat16=True,
+                                            data={"CT": str(write_nnunet_phantoms(tmp_path / "ct", "CT", 2))})):
+        assert recipe.prepare(CPU, lambda *a: None).trainable.bfloat16 is native, type(recipe).__name__
 
 
 def test_the_z_reconstruction_trains_only_the_decoder_and_the_modality_encoder(patients):

@@ -6,8 +6,8 @@
   it: preparation (resampling, body crop, normalisation), sliding-window inference, organs back on the
   input grid. Reference: MONAI's ``sliding_window_inference`` (same window, overlap and Gaussian
   blending) with a MONAI ``BasicUNet`` of similar size on the same prepared volume, network only.
-  Each side runs in its own process, so that its peak RSS is its own. Targets on a 2-core CPU: <= 30 s
-  and <= 4 GB; on a GPU <= 1 s.
+  Each side runs in its own process, so that its peak RSS is its own. Targets: at most half the
+  reference's time and 1.2 GB, post-processing included; <= 30 s on a 2-core CPU, <= 1 s on a GPU.
 * training: patches per second of one dual-stream step (batch of 48^3 patches, Dice loss, Adam)
   against the same step of the MONAI reference network.
 """
@@ -45,6 +45,9 @@ from crossmodal.training.losses import dice_loss
 
 VOLUME_SIZE, VOLUME_SPACING = (256, 256, 100), 2.0
 DEFAULT_CONFIG = ResidualFCNConfig(variant="V4", filters=(16, 32, 64, 128, 256), units_per_scale=1)
+RATIO_TARGET = 0.5
+"""Whole-volume inference, post-processing included, against MONAI's sliding window with BasicUNet."""
+PEAK_RSS_TARGET_MB = 1228.8  # 1.2 GB
 
 
 def benchmark_volume() -> sitk.Image:
@@ -169,8 +172,10 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
         "inference": {**sides["pipeline"], "reference": sides["reference"], "ratio_to_reference": sides["pipeline"]["seconds"] / sides["reference"]["seconds"]},
         "training": training(config, device, args.batch, args.patch, max(args.repeats, 3)),
     }
-    report["targets"] = {"inference_seconds": target_seconds, "inference_met": sides["pipeline"]["seconds"] <= target_seconds,
-                         "peak_rss_mb": 4096, "memory_met": sides["pipeline"]["peak_rss_mb"] <= 4096}
+    inference = report["inference"]
+    report["targets"] = {"inference_seconds": target_seconds, "inference_met": inference["seconds"] <= target_seconds,
+                         "ratio_to_reference": RATIO_TARGET, "ratio_met": inference["ratio_to_reference"] <= RATIO_TARGET,
+                         "peak_rss_mb": PEAK_RSS_TARGET_MB, "memory_met": inference["peak_rss_mb"] <= PEAK_RSS_TARGET_MB}
     write_report(report, args.out, events)
     return 0
 
