@@ -1,6 +1,7 @@
 """The learning baselines of MMSDNet's Table 1, used only by its reproduction: 2-D U-Nets trained on the
-LGE alone (UNet-single) or on LGE and cine slices (UNet-both), and a two-stream 2-D U-Net (the dual-stream
-paper's V4, cine and LGE as its streams: "DualStream").
+LGE alone (UNet-single) or on LGE and cine slices (UNet-both), a two-stream 2-D U-Net (the dual-stream
+paper's V4, cine and LGE as its streams: "DualStream"), and, not in the paper, a U-Net that reads the LGE
+beside its paired cine (UNet-paired).
 
 Each is a :class:`~crossmodal.training.methods.Method`, so the reproduction trains, validates and tests
 them exactly as it does MMSDNet, on the same splits.
@@ -64,6 +65,46 @@ class UNetMethod(Method):
     def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
         self.network.eval()
         return {self.name: torch.softmax(self.module(lge.to(self.device)), dim=1).cpu()}
+
+
+class PairedUNetMethod(Method):
+    """A U-Net reading each LGE slice beside its paired cine slice (two input channels): fusion at the input.
+
+    Not in the paper. It is the simplest way to let a strong segmentor use the cine, so it is the bar any
+    disentangle-align-fuse model has to clear. The pairing is the physical one (the nearest cine slice,
+    resampled onto the LGE's grid), misaligned by whatever the two breath-holds left. The cine channel is
+    zeros where a slice has no cine (LGE-only patients, unpaired slices), and is dropped at random in
+    training so that the network learns to segment without it too.
+    """
+
+    name = "UNet-paired"
+    outputs = (name,)
+    cine_dropout = 0.25
+
+    def __init__(self, classes: int, filters: int, depth: int, device: torch.device, learning_rate: float = 1e-4) -> None:
+        super().__init__(UNet(2, classes, filters, depth), learning_rate, device)
+
+    def usable(self, samples: SampleSet) -> torch.Tensor:
+        return samples.has_lge_mask
+
+    @staticmethod
+    def inputs(cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> torch.Tensor:
+        """(n, 2, H, W): the LGE, and the cine where ``paired`` (zeros elsewhere)."""
+        return torch.cat([lge, cine * paired.view(-1, 1, 1, 1).to(cine.dtype)], dim=1)
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        self.network.train()
+        keep = batch.has_lge_mask
+        with_cine = batch.has_cine[keep] & (torch.rand(int(keep.sum()), generator=generator) >= self.cine_dropout)
+        image, mask = self._augmented((self.inputs(batch.cine[keep], batch.lge[keep], with_cine), batch.lge_mask[keep]), generator=generator)
+        loss = dice_loss(self.network(image), mask)
+        self._apply(loss, self.optimiser)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        return {self.name: torch.softmax(self.module(self.inputs(cine, lge, paired).to(self.device)), dim=1).cpu()}
 
 
 class DualStreamMethod(Method):
