@@ -9,6 +9,8 @@ them exactly as it does MMSDNet, on the same splits.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,7 +40,30 @@ class DualStreamUNet(nn.Module):
         return self.heads[stream](self.decoders[stream](features))
 
 
-class UNetMethod(Method):
+class _SupervisedUNet(Method):
+    """A U-Net trained by Dice on LGE slices (and whatever :meth:`training_images` adds), predicting from :meth:`network_input`."""
+
+    @abstractmethod
+    def training_images(self, batch: SampleSet, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, masks) of the batch this method learns from."""
+
+    def network_input(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> torch.Tensor:
+        return lge
+
+    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
+        self.network.train()
+        image, mask = self._augmented(self.training_images(batch, generator), generator=generator)
+        loss = dice_loss(self.network(image), mask)
+        self._apply(loss, self.optimiser)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.eval()
+        return {self.name: torch.softmax(self.module(self.network_input(cine, lge, paired).to(self.device)), dim=1).cpu()}
+
+
+class UNetMethod(_SupervisedUNet):
     """A U-Net of MMSDNet's anatomy-encoder shape; ``both`` also learns from cine slices (mixed batches)."""
 
     def __init__(self, classes: int, filters: int, depth: int, device: torch.device, *, both: bool, learning_rate: float = 1e-4) -> None:
@@ -50,24 +75,15 @@ class UNetMethod(Method):
     def usable(self, samples: SampleSet) -> torch.Tensor:
         return samples.has_lge_mask | (samples.has_cine if self.both else torch.zeros_like(samples.has_cine))
 
-    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
-        self.network.train()
+    def training_images(self, batch: SampleSet, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = [batch.lge[batch.has_lge_mask]], [batch.lge_mask[batch.has_lge_mask]]
         if self.both:
             images.append(batch.cine[batch.has_cine])
             masks.append(batch.cine_mask[batch.has_cine])
-        image, mask = self._augmented((torch.cat(images), torch.cat(masks)), generator=generator)
-        loss = dice_loss(self.network(image), mask)
-        self._apply(loss, self.optimiser)
-        return {"loss": loss.item()}
-
-    @torch.no_grad()
-    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.network.eval()
-        return {self.name: torch.softmax(self.module(lge.to(self.device)), dim=1).cpu()}
+        return torch.cat(images), torch.cat(masks)
 
 
-class PairedUNetMethod(Method):
+class PairedUNetMethod(_SupervisedUNet):
     """A U-Net reading each LGE slice beside its paired cine slice (two input channels): fusion at the input.
 
     Not in the paper. It is the simplest way to let a strong segmentor use the cine, so it is the bar any
@@ -87,24 +103,14 @@ class PairedUNetMethod(Method):
     def usable(self, samples: SampleSet) -> torch.Tensor:
         return samples.has_lge_mask
 
-    @staticmethod
-    def inputs(cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> torch.Tensor:
+    def network_input(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> torch.Tensor:
         """(n, 2, H, W): the LGE, and the cine where ``paired`` (zeros elsewhere)."""
         return torch.cat([lge, cine * paired.view(-1, 1, 1, 1).to(cine.dtype)], dim=1)
 
-    def train_step(self, batch: SampleSet, generator: torch.Generator) -> dict[str, float]:
-        self.network.train()
+    def training_images(self, batch: SampleSet, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         keep = batch.has_lge_mask
         with_cine = batch.has_cine[keep] & (torch.rand(int(keep.sum()), generator=generator) >= self.cine_dropout)
-        image, mask = self._augmented((self.inputs(batch.cine[keep], batch.lge[keep], with_cine), batch.lge_mask[keep]), generator=generator)
-        loss = dice_loss(self.network(image), mask)
-        self._apply(loss, self.optimiser)
-        return {"loss": loss.item()}
-
-    @torch.no_grad()
-    def predict(self, cine: torch.Tensor, lge: torch.Tensor, paired: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.network.eval()
-        return {self.name: torch.softmax(self.module(self.inputs(cine, lge, paired).to(self.device)), dim=1).cpu()}
+        return self.network_input(batch.cine[keep], batch.lge[keep], with_cine), batch.lge_mask[keep]
 
 
 class DualStreamMethod(Method):
