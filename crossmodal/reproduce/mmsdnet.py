@@ -10,8 +10,9 @@ fraction (100/50/25/0 %) applies to the LGE-labelled training patients, nested (
 among the 50 %, ...). Cine masks are always used.
 
 What runs is the schedule's protocol: on a GPU (``full``) every method, fraction and fold with two
-seeds each; on a CPU (``reduced``, about 2 h 15 min on 2 cores) the 100 % and 0 % columns of
-UNet-single, UNet-both, UNet-paired and MMSDNet (two seeds of MMSDNet) and the registration baselines.
+seeds each; on a CPU (``reduced``: about 2 h 15 min on 2 cores with native bfloat16, 4 h without) the
+100 % and 0 % columns of UNet-single, UNet-both, UNet-paired and MMSDNet (two seeds of MMSDNet) and the
+registration baselines.
 A method trained with several seeds counts each test patient once, at its mean over the seeds.
 UNet-paired is not in the paper: a U-Net on the LGE beside its paired cine, the plainest fusion there is.
 
@@ -95,9 +96,10 @@ SCHEDULES = {
     # method, fraction and fold, two seeds each.
     "full": ReproductionSchedule("full", 144, 1.5, 64, 20000, 8, 1e-4, 500, 0.05, 500, True,
                                  (*LEARNED, "baselines"), FRACTIONS, 2, 2),
-    # What a 2-core CPU finishes in about 2 h 10 min: the bundle's recipe (warm-up, cosine decay,
+    # What a 2-core CPU finishes in about 2 h 15 min: the bundle's recipe (warm-up, cosine decay,
     # bfloat16) at the ablation's grid and a fifth of its steps, for the 100 % and 0 % columns of
-    # the U-Nets and MMSDNet (two seeds). Measured there: an MMSDNet run ~10 min, a U-Net run 1-1.5 min.
+    # the U-Nets and MMSDNet (two seeds). Measured there: an MMSDNet run ~10 min with native bfloat16
+    # (~19 min in float32 on a CPU without it: 4 h in all), a U-Net run 1-1.5 min.
     "reduced": ReproductionSchedule("reduced", 96, 2.0, 16, 400, 8, 1e-3, 40, 0.05, 50, True,
                                     ("UNet-single", "UNet-both", "UNet-paired", "MMSDNet", "baselines"), (100, 0), 1, 2),
 }
