@@ -190,3 +190,30 @@ def test_a_bfloat16_training_step_runs_in_bfloat16_and_learns():
         assert np.isfinite(losses[bfloat16]) and any(not torch.equal(v, before[k]) for k, v in trainer.state_dict().items())
     assert seen == [torch.float32, torch.bfloat16]
     assert losses[True] == pytest.approx(losses[False], abs=0.02) and losses[True] != losses[False]
+
+
+def test_cross_entropy_teaches_background_where_the_dice_loss_is_blind_to_it():
+    """On a patch with no organ, Dice over the organs scores 'kidney everywhere' as well as 'background
+    everywhere' (both ~1): nothing taught the bundled network that background far from the organs is
+    background. A recipe with ``cross_entropy`` trains with Dice plus voxel-wise cross-entropy, which tells them apart."""
+    from crossmodal.training.abdominal_training import DualStreamTrainer
+    from crossmodal.training.losses import dice_loss
+
+    labels = torch.zeros(2, 8, 8, 8, dtype=torch.long)
+    background, kidney = torch.zeros(2, 5, 8, 8, 8), torch.zeros(2, 5, 8, 8, 8)
+    background[:, 0], kidney[:, 2] = 8.0, 8.0
+    assert dice_loss(background, labels).item() == pytest.approx(dice_loss(kidney, labels).item(), abs=0.01)
+    config = ResidualFCNConfig(variant="V4", filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    trainer = DualStreamTrainer(config, torch.device("cpu"), cross_entropy=True)
+    assert trainer.loss(kidney, labels) - trainer.loss(background, labels) > 5.0
+    assert DualStreamTrainer(config, torch.device("cpu")).loss is dice_loss  # the paper's loss unless asked
+
+
+def test_a_dual_stream_recipe_reads_its_cross_entropy_key(tmp_path):
+    import json
+
+    from crossmodal.training.recipes import read_recipe
+
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4-ce", "cross_entropy": True, "data": {"MR": str(tmp_path)}}))
+    assert read_recipe(config).cross_entropy is True

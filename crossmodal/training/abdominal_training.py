@@ -18,7 +18,7 @@ import torch
 
 from crossmodal.abdominal import PreparedVolume
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
-from crossmodal.training.losses import dice_loss
+from crossmodal.training.losses import dice_cross_entropy, dice_loss
 from crossmodal.training.trainer import NetworkTraining
 
 
@@ -132,18 +132,20 @@ class IntensityAugmentation:
 class DualStreamTrainer(NetworkTraining):
     """The network, Adam at the paper's rate for its variant (1e-3 Individual / Joint, 1e-4 dual-stream), the step."""
 
-    def __init__(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float | None = None, bfloat16: bool = False) -> None:
+    def __init__(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float | None = None, bfloat16: bool = False,
+                 cross_entropy: bool = False) -> None:
         rate = learning_rate if learning_rate is not None else (1e-3 if config.variant in ("Individual", "Joint") else 1e-4)
         super().__init__(DualStreamFCN(config), rate, device, adam_eps=1e-5)
         self.name = f"DualStream-{config.variant}"
         self.augment = IntensityAugmentation()
         self.bfloat16 = bfloat16
+        self.loss = dice_cross_entropy if cross_entropy else dice_loss
 
     def train_step(self, batch: PatchBatch, generator: torch.Generator) -> dict[str, float]:
         self.network.train()
         images = self.augment(batch.images, generator).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):  # the loss below in float32
             logits = self.network(images, batch.stream).float()
-        loss = dice_loss(logits, batch.labels.to(self.device))
+        loss = self.loss(logits, batch.labels.to(self.device))
         self._apply(loss, self.optimiser)
         return {"loss": loss.item(), "stream": float(batch.stream)}

@@ -16,6 +16,13 @@ def dice_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return _dice(logits, classes[:, None])
 
 
+def dice_cross_entropy(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Soft Dice plus voxel-wise cross-entropy (nnU-Net's loss): the Dice term weighs small organs as much as
+    large ones, the cross-entropy grades every voxel, background included, which Dice over the organs never
+    asks to be background."""
+    return dice_loss(logits, classes) + F.cross_entropy(logits, classes)
+
+
 def kl_divergence(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, var) || N(0, I)), summed over z and averaged over the batch."""
     return (-0.5 * (1 + log_variance - mean.pow(2) - log_variance.exp()).sum(dim=1)).mean()

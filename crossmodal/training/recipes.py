@@ -233,6 +233,8 @@ class DualStreamRecipe(Recipe):
     """HU window of the training CT (BTCV's copy: [-125, 275]); inputs are clipped to it at inference too."""
     spatial_augmentation: bool = False
     """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
+    cross_entropy: bool = False
+    """Add voxel-wise cross-entropy to the paper's Dice loss (nnU-Net's loss), so that background is graded too."""
 
     architecture = "DualStreamFCN"
 
@@ -251,7 +253,8 @@ class DualStreamRecipe(Recipe):
             training[m] = [found[i] for i in order[count:]]
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
-        trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device))
+        trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device),
+                                     cross_entropy=self.cross_entropy)
         spatial = SpatialAugmentation() if self.spatial_augmentation else None
         samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes, spatial) for m, v in training.items()}
 
