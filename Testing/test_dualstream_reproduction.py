@@ -5,8 +5,11 @@ import json
 import pytest
 from conftest import write_phantom_nnunet
 
+from crossmodal.catalog import recipe_of
+from crossmodal.cli import EXIT_INPUT_ERROR
 from crossmodal.cli import main as crossmodal
-from crossmodal.reproduce.dualstream import split, summarise
+from crossmodal.reproduce.dualstream import split, summarise, training_choices
+from crossmodal.training.recipes import read_recipe
 
 
 def test_two_folds_partition_the_subjects_differently_per_repeat():
@@ -48,3 +51,14 @@ def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
     assert {"MR", "CT", "all"} <= result["table"]["V4"].keys()
     assert len(list((out / "runs").glob("*.json"))) == 4  # 2 folds x 2 variants
     assert "## Table 3: all organs" in (out / "tables.md").read_text(encoding="utf-8")
+
+    # Every run trains as the bundled V4's recipe does, and says so; a store trained otherwise is not mixed in.
+    bundled = training_choices(read_recipe(recipe_of(None, "abdominal")))
+    assert result["meta"]["training"] == bundled and all(json.loads(p.read_text())["training"] == bundled for p in (out / "runs").glob("*.json"))
+    first = sorted((out / "runs").glob("*.json"))[0]
+    first.write_text(json.dumps({**json.loads(first.read_text()), "training": {**bundled, "cross_entropy": not bundled["cross_entropy"]}}))
+    capsys.readouterr()
+    assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1",
+                       "--variants", "V4", "Individual", "--schedule", "tiny"]) == EXIT_INPUT_ERROR
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "1 run(s) trained otherwise" in error["message"] and "its own --out" in error["message"]
