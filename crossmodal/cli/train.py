@@ -125,7 +125,8 @@ def run_train(args: argparse.Namespace, events: Events) -> int:
         if rank != 0:
             return 0
         card = save_bundle(out, job.network, job.card(result))
-        curves = write_curves(result.history, out, f"{card.id} ({card.architecture}, {result.last_step} steps)", result.best_step)
+        curves = write_curves(result.history, out, f"{card.id} ({card.architecture}, {result.last_step} steps)", result.best_step,
+                             card.modalities)
         (out / CHECKPOINT).unlink(missing_ok=True)
     outputs = {"bundle": str(out), **{name: str(path) for name, path in curves.items()}}
     events.result(outputs, id=card.id, best_step=result.best_step, seconds=round(result.seconds, 1), validation=card.validation)
