@@ -45,5 +45,7 @@ def test_a_training_that_alternates_streams_has_each_loss_drawn_per_stream():
     events = history(60)
     figure = draw_curves(events, history_columns(events), "t", None, stream_names=("MR", "CT"))
     assert figure.axes[0].get_legend_handles_labels()[1] == ["dice, MR", "dice, CT", "kl, MR", "kl, CT"]
+    faint = figure.axes[0].get_lines()[0]  # each step's value, drawn as one unbroken line per stream
+    assert len(faint.get_xdata()) == 30 and np.isfinite(faint.get_ydata()).all()
     alone = [{k: v for k, v in e.items() if k != "stream"} for e in events]
     assert draw_curves(alone, history_columns(alone), "t", None).axes[0].get_legend_handles_labels()[1] == ["dice", "kl"]

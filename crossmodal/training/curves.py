@@ -60,7 +60,8 @@ def draw_curves(history: list[dict], columns: list[str], title: str, best_step: 
     streams = sorted({int(e["stream"]) for e in history if "stream" in e}) or [None]
     for term, stream in ((t, s) for t in columns if t not in NOT_LOSSES for s in streams):
         values = np.array([e.get(term, np.nan) if stream is None or e.get("stream") == stream else np.nan for e in history], float)
-        line = axes[0].plot(steps, values, alpha=0.25, linewidth=0.8)[0]
+        drawn = np.isfinite(values)  # the other stream's steps are gaps, which would break every segment
+        line = axes[0].plot(steps[drawn], values[drawn], alpha=0.25, linewidth=0.8)[0]
         window = min(SMOOTHING_STEPS, max(1, len(values) // 10))
         label = term if stream is None else f"{term}, {stream_names[stream] if stream < len(stream_names) else f'stream {stream}'}"
         axes[0].plot(steps, _running_mean(values, window), color=line.get_color(), linewidth=1.8, label=label)
