@@ -217,3 +217,25 @@ def test_a_dual_stream_recipe_reads_its_cross_entropy_key(tmp_path):
     config = tmp_path / "recipe.json"
     config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4-ce", "cross_entropy": True, "data": {"MR": str(tmp_path)}}))
     assert read_recipe(config).cross_entropy is True
+
+
+def test_validation_grades_what_segment_delivers():
+    """The checkpoint choice, the card and the tables score the product's output (one piece per organ, kidneys by side),
+    not the network's raw arg-max: a card must not promise other figures than `segment` gives."""
+    from crossmodal.abdominal_inference import segment_abdominal
+    from crossmodal.bundles import ModelCard
+    from crossmodal.labels import ABDOMEN
+    from crossmodal.scoring import structure_dice
+    from crossmodal.training.recipes import Subject, subject_dice
+
+    image, labels = abdominal_volume("MR", seed=6)
+    config = ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    card = ModelCard("tiny", "0", "DualStreamFCN", config.as_dict(), ["MR", "CT"], {"spacing_mm": 2.0}, ModelCard.label_entries(ABDOMEN))
+    torch.manual_seed(3)
+    network = DualStreamFCN(config).eval()
+    reference = sitk.GetArrayFromImage(labels)
+    subject = Subject("phantom", "MR", prepare_volume(image, "MR", labels), reference)
+    delivered = structure_dice(sitk.GetArrayFromImage(segment_abdominal(network, card, image, "MR").labels), reference, ABDOMEN)
+    raw = structure_dice(sitk.GetArrayFromImage(segment_abdominal(network, card, image, "MR", keep_components=False).labels), reference, ABDOMEN)
+    assert delivered != raw  # an untrained network's organs come in pieces
+    assert subject_dice(network, subject, torch.device("cpu")) == pytest.approx(delivered)

@@ -34,6 +34,7 @@ from crossmodal.errors import InputError
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import PAPER_SEGMENTOR, MMSDNetConfig
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
+from crossmodal.organ_components import keep_organ_components
 from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, SpatialAugmentation, alternating_batches
@@ -212,10 +213,11 @@ def load_subjects(folder: Path, modality: str, progress: Progress | None = None,
 
 
 def subject_dice(network: torch.nn.Module, subject: Subject, device: torch.device) -> dict[str, float]:
-    """Dice per organ of the network's prediction for ``subject``, on the subject's own grid."""
+    """Dice per organ, on the subject's own grid, of what ``segment`` delivers for ``subject`` (each organ's
+    largest piece, each kidney named by its side): validation, cards and tables grade the product's output."""
     probabilities = predict_probabilities(network, network.config.streams.index(subject.modality), subject.prepared, device=device)
-    found = sitk.GetArrayFromImage(labels_on_source(subject.prepared, probabilities))
-    return structure_dice(found, subject.reference, ABDOMEN)
+    found = keep_organ_components(labels_on_source(subject.prepared, probabilities), ABDOMEN)
+    return structure_dice(sitk.GetArrayFromImage(found), subject.reference, ABDOMEN)
 
 
 @dataclass
