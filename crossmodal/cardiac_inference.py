@@ -39,10 +39,6 @@ ventricle is poor); with the cine moved 10-30 mm on purpose, moving it back keep
 where the cine as given falls to 0.77-0.48."""
 MIN_LV_PIXELS = 20
 """Slices where either modality's left ventricle is smaller than this do not vote on the offset."""
-ALIGNMENT_GUARD_MARGIN = 0.05
-"""A paired slice is fused without the learnt alignment when the cine's heart warped onto the LGE overlaps the
-LGE's own heart (Dice of the MYO+LV masks) by this much less than the cine's heart left where it was: the
-spatial transformer then made things worse, and max-fusion would spread the misplaced cine anatomy into the result."""
 
 
 @dataclass
@@ -57,8 +53,6 @@ class CardiacResult:
     single-modality masks of the paired slices; None where it could not be measured."""
     prealigned: bool = False
     """The cine was sampled ``cine_shift_mm`` away (moved onto the LGE's heart) before alignment and fusion."""
-    unaligned_slices: list[int] = field(default_factory=list)
-    """Paired slices (indices into the stack) fused without the learnt alignment (see :data:`ALIGNMENT_GUARD_MARGIN`)."""
     control_points: np.ndarray | None = None
     """(slices, points, 2, 3) LPS mm: each TPS control point on the LGE plane and the cine point it samples."""
     displacement: sitk.Image | None = None
@@ -96,21 +90,6 @@ def lv_offset_mm(stack: PairedStack, lge_logits: torch.Tensor, cine_logits: torc
     return plane.matrix[:, :2] @ (np.array([column, row]) * np.asarray(plane.spacing[:2]))
 
 
-def heart_overlap(logits: torch.Tensor, reference_logits: torch.Tensor) -> np.ndarray:
-    """Per slice, Dice of the MYO+LV masks of two sets of logits on one lattice; NaN where both are empty."""
-    a, b = logits.argmax(1) > 0, reference_logits.argmax(1) > 0
-    both = (a.sum((1, 2)) + b.sum((1, 2))).numpy().astype(float)
-    with np.errstate(invalid="ignore"):
-        return 2 * (a & b).sum((1, 2)).numpy() / both
-
-
-def misaligned(out: dict[str, torch.Tensor], margin: float = ALIGNMENT_GUARD_MARGIN) -> np.ndarray:
-    """Which paired slices the learnt alignment moved away from the LGE's heart (see :data:`ALIGNMENT_GUARD_MARGIN`)."""
-    warped = heart_overlap(out["logits_warped1"], out["logits_anatomy2"])
-    unwarped = heart_overlap(out["logits_anatomy1"], out["logits_anatomy2"])
-    return np.nan_to_num(warped, nan=1.0) < np.nan_to_num(unwarped, nan=0.0) - margin
-
-
 def segment_cardiac(
     network: MMSDNet,
     card: ModelCard,
@@ -121,15 +100,13 @@ def segment_cardiac(
     batch_size: int = 16,
     progress: Progress | None = None,
     prealign_mm: float | None = PREALIGN_MM,
-    guard_alignment: bool = True,
 ) -> CardiacResult:
     """Segment what is given: an LGE alone, a cine alone, or both (aligned and fused); ``progress(done, total)``
     after each batch of slices through the network (each modality alone, then the paired slices together).
 
     With both, the cine is first moved onto the LGE's heart when the single-modality masks put the two left
     ventricles more than ``prealign_mm`` apart in the LGE's slice plane (None: never): a far breath-hold or
-    a header offset that the spatial transformer alone cannot make up for. With ``guard_alignment``, slices
-    whose learnt alignment moved the cine's heart off the LGE's are fused without it (:func:`misaligned`)."""
+    a header offset that the spatial transformer alone cannot make up for."""
     if lge is None and cine is None:
         raise ValueError("segment_cardiac needs an LGE image, a cine image or both")
     centre = heart_centre(lge, cine) if lge is not None and cine is not None else None
@@ -154,12 +131,6 @@ def segment_cardiac(
             images["cine"] = torch.from_numpy(normalise_mr(stack.images["cine"], per_slice=True))[:, None]
             paired, result.prealigned = np.flatnonzero(stack.paired), True
         out = _run(network, device, batch_size, counter, cine=images["cine"][paired], lge=images["LGE"][paired])
-        overruled = misaligned(out) if guard_alignment else np.zeros(len(paired), bool)
-        if overruled.any():
-            again = _run(network, device, batch_size, None, cine=images["cine"][paired[overruled]], lge=images["LGE"][paired[overruled]], align=False)
-            for key, value in again.items():
-                out[key][torch.from_numpy(overruled)] = value
-            result.unaligned_slices = paired[overruled].tolist()
         single = alone["LGE"]["logits_anatomy2"]  # unpaired LGE slices keep their single-modality masks
         for name, (key, modality) in OUTPUTS.items():
             if key.startswith(("warped", "fused")):
@@ -186,18 +157,17 @@ class _SliceCounter:
 
 
 @torch.no_grad()
-def _run(network: MMSDNet, device, batch_size: int, counter: _SliceCounter | None, cine: torch.Tensor | None = None,
-         lge: torch.Tensor | None = None, align: bool = True) -> dict[str, torch.Tensor]:
-    """The network's outputs for whole stacks, in batches, on the CPU; ``counter`` counts them where given."""
+def _run(network: MMSDNet, device, batch_size: int, counter: _SliceCounter, cine: torch.Tensor | None = None,
+         lge: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The network's outputs for whole stacks, in batches, on the CPU."""
     count = len(cine if cine is not None else lge)
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, count, batch_size):
         chunk = slice(start, start + batch_size)
-        out = network(None if cine is None else cine[chunk].to(device), None if lge is None else lge[chunk].to(device), align=align)
+        out = network(None if cine is None else cine[chunk].to(device), None if lge is None else lge[chunk].to(device))
         for key, value in out.items():
             parts.setdefault(key, []).append(value.cpu())
-        if counter is not None:
-            counter.add(len(range(count)[chunk]))
+        counter.add(len(range(count)[chunk]))
     return {key: torch.cat(value) for key, value in parts.items()}
 
 

@@ -223,9 +223,6 @@ def cardiac_report(result: CardiacResult, card: ModelCard, *, lge: sitk.Image, c
     if result.prealigned:
         summary += (f"<p>The cine's left ventricle lay {np.linalg.norm(result.cine_shift_mm):.0f} mm from the LGE's in the LGE's slice plane; "
                     "the cine was moved onto the LGE's heart before alignment and fusion.</p>")
-    if result.unaligned_slices:
-        summary += (f"<p>LGE slices {', '.join(map(str, result.unaligned_slices))}: the learnt alignment moved the cine's heart off the "
-                    "LGE's, so the cine was fused there as paired, without it.</p>")
     if flagged:
         summary += f'<p class="flag">Flagged slices: {", ".join(map(str, flagged))}</p>'
     sections = [summary, *sections, anatomy_montage(result, card.hyperparameters["anatomy_channels"]), "<h2>Slices</h2>", *slices,

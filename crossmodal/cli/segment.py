@@ -138,8 +138,6 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
 FORMATS = ("auto", "dicom-seg", "nifti")
 CINE_OFFSET = "cine_left_ventricle_offset_mm"
 """``segment.json``'s record of where the cine's left ventricle lay from the LGE's, and whether the cine was moved."""
-UNALIGNED = "slices_fused_without_alignment"
-"""``segment.json``'s paired LGE slices where the learnt alignment moved the cine's heart off the LGE's, so fused as paired."""
 
 
 def dicom_seg_source(args: argparse.Namespace, result: CardiacResult | AbdominalResult | None = None) -> tuple[Path, str] | None:
@@ -222,8 +220,6 @@ def segment_one(args: argparse.Namespace, events: Events) -> int:
             summary[CINE_OFFSET] = {"lps": [float(v) for v in result.cine_shift_mm],  # unrounded: `report --from` samples the cine there again
                                                         "in_plane": round(float(np.linalg.norm(result.cine_shift_mm)), 1),
                                                         "cine_moved_before_fusion": result.prealigned}
-        if result.displacement is not None:
-            summary[UNALIGNED] = result.unaligned_slices
         if "LGE" in segmentation.images:
             agreement = slice_agreement(result)
             summary["slice_agreement"] = agreement
@@ -317,8 +313,7 @@ def read_segmentation(folder: Path) -> tuple[Segmentation, dict]:
     offset = summary.get(CINE_OFFSET, {})
     shift = np.asarray(offset["lps"]) if offset.get("cine_moved_before_fusion") else None
     result = CardiacResult(pair_inputs(card, lge=images.get("LGE"), cine=images.get("cine"), cine_shift_mm=shift),
-                           cine_shift_mm=np.asarray(offset["lps"]) if offset else None, prealigned=shift is not None,
-                           unaligned_slices=summary.get(UNALIGNED, []))
+                           cine_shift_mm=np.asarray(offset["lps"]) if offset else None, prealigned=shift is not None)
     result.masks = {name: output(mask_file(name)) for name in OUTPUTS if written.mask(name) is not None}
     result.anatomy = {modality: output(anatomy_file(modality)) for modality in ("cine", "LGE")  # the order segment_cardiac makes them in
                       if written.anatomy(modality) is not None}

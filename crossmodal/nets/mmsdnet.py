@@ -243,13 +243,9 @@ class MMSDNet(nn.Module):
         offsets = self.localisation(moving, fixed)
         return self.tps(moving, offsets), offsets
 
-    def forward(self, cine: torch.Tensor | None, lge: torch.Tensor | None, *, reconstructions: bool = False,
-                align: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, cine: torch.Tensor | None, lge: torch.Tensor | None, *, reconstructions: bool = False) -> dict[str, torch.Tensor]:
         """Keys: ``anatomy1/2``, ``warped1`` (cine anatomy on the LGE), ``warped2`` (LGE anatomy on the
         cine), ``fused1/2``, ``offsets12/21``, and ``logits_<anatomy key>`` for every anatomy.
-
-        ``align=False`` (inference): each anatomy is fused with the other as they lie, the control points not
-        moved, for slices where the learnt alignment is not to be trusted.
 
         ``reconstructions`` (training): also every image-rebuilding term, so that one call (what
         distributed training synchronises) holds all of them: ``rebuilt`` / ``rebuilt_mean`` /
@@ -267,12 +263,8 @@ class MMSDNet(nn.Module):
         if cine is not None and lge is not None:
             if cine.shape != lge.shape:
                 raise ValueError(f"cine and LGE batches must have one shape, got {tuple(cine.shape)} and {tuple(lge.shape)}")
-            if align:
-                out["warped1"], out["offsets12"] = self.align(out["anatomy1"], out["anatomy2"])
-                out["warped2"], out["offsets21"] = self.align(out["anatomy2"], out["anatomy1"])
-            else:
-                still = torch.zeros(len(cine), self.tps.count, 2, device=cine.device)
-                out["warped1"], out["offsets12"], out["warped2"], out["offsets21"] = out["anatomy1"], still, out["anatomy2"], still
+            out["warped1"], out["offsets12"] = self.align(out["anatomy1"], out["anatomy2"])
+            out["warped2"], out["offsets21"] = self.align(out["anatomy2"], out["anatomy1"])
             out["fused2"] = torch.maximum(out["warped1"], out["anatomy2"])
             out["fused1"] = torch.maximum(out["warped2"], out["anatomy1"])
         keys = [k for k in ANATOMY_KEYS if k in out]
