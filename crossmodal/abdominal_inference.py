@@ -63,6 +63,14 @@ def predict_probabilities(network: torch.nn.Module, stream: int, prepared: Prepa
     return torch.softmax(logits[0], dim=0).float().cpu().numpy()
 
 
+def delivered_classes(prepared: PreparedVolume, probabilities: np.ndarray, keep_components: bool = True) -> sitk.Image:
+    """The organ classes ``segment`` delivers, on the input's own grid: with ``keep_components``, each organ's
+    largest piece, each kidney named after its side (:mod:`crossmodal.organ_components`). Validation, cards and
+    tables grade this too, so that they promise what ``segment`` gives."""
+    classes = labels_on_source(prepared, probabilities)
+    return keep_organ_components(classes, ABDOMEN) if keep_components else classes
+
+
 def segment_abdominal(
     network: torch.nn.Module,
     card: ModelCard,
@@ -88,12 +96,10 @@ def segment_abdominal(
     window = card.preprocessing.get("ct_window")
     prepared = prepare_volume(image, modality, spacing_mm=card.preprocessing["spacing_mm"], ct_window=tuple(window) if window else None, source=source)
     probabilities = predict_probabilities(network, streams.index(modality), prepared, device=device, progress=progress)
-    classes = sitk.GetArrayFromImage(labels_on_source(prepared, probabilities))
+    classes = sitk.GetArrayFromImage(delivered_classes(prepared, probabilities, keep_components))
     entries = sorted(card.labels, key=lambda entry: entry["class"])
     lookup = np.array([0, *(entry["value"] for entry in entries)], dtype=np.min_scalar_type(max(e["value"] for e in entries)))
     labels = prepared.source.image(lookup[classes])
-    if keep_components:
-        labels = keep_organ_components(labels, ABDOMEN)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000
     values = sitk.GetArrayViewFromImage(labels)
     volumes = {entry["name"]: float((values == entry["value"]).sum()) * voxel_ml for entry in entries}

@@ -25,8 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, labels_on_source, prepare_volume
-from crossmodal.abdominal_inference import predict_probabilities
+from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, prepare_volume
+from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
 from crossmodal.bundles import ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.devices import fast_bfloat16
@@ -34,7 +34,6 @@ from crossmodal.errors import InputError
 from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
 from crossmodal.nets.mmsdnet import PAPER_SEGMENTOR, MMSDNetConfig
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
-from crossmodal.organ_components import keep_organ_components
 from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
 from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, SpatialAugmentation, alternating_batches
@@ -216,8 +215,7 @@ def subject_dice(network: torch.nn.Module, subject: Subject, device: torch.devic
     """Dice per organ, on the subject's own grid, of what ``segment`` delivers for ``subject`` (each organ's
     largest piece, each kidney named by its side): validation, cards and tables grade the product's output."""
     probabilities = predict_probabilities(network, network.config.streams.index(subject.modality), subject.prepared, device=device)
-    found = keep_organ_components(labels_on_source(subject.prepared, probabilities), ABDOMEN)
-    return structure_dice(sitk.GetArrayFromImage(found), subject.reference, ABDOMEN)
+    return structure_dice(sitk.GetArrayFromImage(delivered_classes(subject.prepared, probabilities)), subject.reference, ABDOMEN)
 
 
 @dataclass
