@@ -98,7 +98,7 @@ def phantom_mscmrseg(tmp_path_factory) -> Path:
 TINY_MMSDNET = {"architecture": "MMSDNet", "id": "tiny-mmsdnet", "size": 32, "spacing_mm": 6.0, "filters": 4, "steps": 4,
                 "batch_size": 4, "validate_every": 2, "checkpoint_every": 2, "validation": [1]}
 TINY_DUALSTREAM = {"architecture": "DualStreamFCN", "id": "tiny-v4", "filters": [2, 4, 4, 8, 8], "patch": 16, "batch_size": 1, "spatial_augmentation": True,
-                   "steps": 2, "validate_every": 2, "checkpoint_every": 2, "validation": {"CT": 1, "MR": 1}}
+                   "mirror": True, "steps": 2, "validate_every": 2, "checkpoint_every": 2, "validation": {"CT": 1, "MR": 1}}
 
 
 def write_config(folder: Path, recipe: dict, **changes) -> Path:

@@ -239,3 +239,90 @@ def test_validation_grades_what_segment_delivers():
     raw = structure_dice(sitk.GetArrayFromImage(segment_abdominal(network, card, image, "MR", keep_components=False).labels), reference, ABDOMEN)
     assert delivered != raw  # an untrained network's organs come in pieces
     assert subject_dice(network, subject, torch.device("cpu")) == pytest.approx(delivered)
+
+
+def test_mirrored_patches_keep_each_kidney_named_after_the_side_it_lies_on():
+    """Half the patches come flipped left-right; a flipped right kidney lies on the left and is labelled the left kidney,
+    so the labels always follow the side of the body (the last axis points to the patient's left), never the appearance."""
+    from crossmodal.abdominal import PreparedVolume
+    from crossmodal.labels import ABDOMEN, CARDIAC_MYO_LV
+    from crossmodal.training.abdominal_training import PatchSampler
+
+    assert ABDOMEN.mirrored_classes().tolist() == [0, 1, 3, 2, 4]  # kidneys swap; liver and spleen keep their names
+    assert CARDIAC_MYO_LV.mirrored_classes().tolist() == [0, 1, 2]
+    side = np.broadcast_to(np.arange(16, dtype=np.float32), (16, 16, 16))  # intensity = x: tells a flipped patch
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[4:12, 4:12, 2:6], labels[4:12, 4:12, 10:14] = 2, 3  # right kidney on the right (low x), left on the left
+    volume = PreparedVolume("CT", side.copy(), None, None, labels)
+    images, classes = PatchSampler([volume], 16, 5, mirror=ABDOMEN.mirrored_classes()).draw(24, torch.Generator().manual_seed(0))
+    flipped = images[:, 0, 0, 0, 0] > images[:, 0, 0, 0, -1]
+    assert 4 <= int(flipped.sum()) <= 20  # about half
+    x = torch.arange(16).float()
+    for kidneys in classes:
+        assert x.expand(16, 16, 16)[kidneys == 2].mean() < 8 < x.expand(16, 16, 16)[kidneys == 3].mean()
+    plain, _ = PatchSampler([volume], 16, 5).draw(24, torch.Generator().manual_seed(0))
+    assert not (plain[:, 0, 0, 0, 0] > plain[:, 0, 0, 0, -1]).any()
+
+
+class SideAwareNetwork(torch.nn.Module):
+    """Calls bright voxels on the patient's right (low x) the right kidney and on the left the left kidney, as a network
+    trained on mirrored patches learns to: flipping its input flips its answer with the kidneys' names swapped."""
+
+    def forward(self, windows: torch.Tensor, stream: int) -> torch.Tensor:
+        intensity = windows[:, 0]
+        towards_left = torch.linspace(0, 1, intensity.shape[-1])
+        zeros = torch.zeros_like(intensity)
+        return torch.stack([1 - intensity, zeros, 8 * intensity * (1 - towards_left), 8 * intensity * towards_left, zeros], dim=1)
+
+
+def test_test_time_mirroring_averages_the_flipped_prediction_with_the_kidneys_swapped_back():
+    from crossmodal.abdominal import PreparedVolume
+    from crossmodal.labels import ABDOMEN
+
+    image = np.zeros((8, 8, 8), np.float32)
+    image[2:6, 2:6, 1:3] = image[2:6, 2:6, 5:7] = 1.0  # one kidney on each side
+    prepared = PreparedVolume("MR", image, None, None)
+    plain = predict_probabilities(SideAwareNetwork(), 0, prepared, window=8)
+    done = []
+    mirrored = predict_probabilities(SideAwareNetwork(), 0, prepared, window=8, mirror=ABDOMEN.mirrored_classes(),
+                                     progress=lambda d, t: done.append((d, t)))
+    assert np.allclose(mirrored, plain, atol=1e-6)  # a consistent network: the flipped guess agrees once swapped back
+    assert plain[2, 3, 3, 1] > 0.9 and plain[3, 3, 3, 6] > 0.9 and done[-1] == (2, 2)  # two passes of one window
+    unswapped = predict_probabilities(SideAwareNetwork(), 0, prepared, window=8, mirror=np.arange(5))
+    assert unswapped[2, 3, 3, 1] < 0.6  # without the swap the two guesses contradict each other
+
+
+def test_test_time_mirroring_is_refused_for_a_model_not_trained_for_it():
+    from crossmodal.abdominal_inference import segment_abdominal
+    from crossmodal.bundles import ModelCard
+    from crossmodal.labels import ABDOMEN
+
+    image, _ = abdominal_volume("MR", seed=6)
+    config = ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    card = ModelCard("plain", "0", "DualStreamFCN", config.as_dict(), ["MR", "CT"], {"spacing_mm": 2.0}, ModelCard.label_entries(ABDOMEN))
+    with pytest.raises(InputError, match="not trained on mirrored patches"):
+        segment_abdominal(DualStreamFCN(config).eval(), card, image, "MR", mirror=True)
+    card.training["mirrored_patches"] = True
+    result = segment_abdominal(DualStreamFCN(config).eval(), card, image, "MR", mirror=True)
+    assert result.labels.GetSize() == image.GetSize()
+
+
+def test_a_recipe_trained_on_mirrored_patches_says_so_and_segment_mirrors_for_it(models, tmp_path):
+    """``"mirror": true`` (the tiny test recipe has it) trains on flipped patches too; the card records it with
+    validation both ways, and ``segment --mirror`` runs for it, its output on the input's grid."""
+    import json
+
+    from crossmodal.bundles import read_card
+    from crossmodal.cli import main as crossmodal
+    from crossmodal.image_io import read_image, write_image
+
+    card = read_card(models["abdominal"])
+    assert card.training["mirrored_patches"] is True
+    assert card.validation["dice_native_mirrored"].keys() == card.validation["dice_native"].keys()
+    assert card.validation["average_mirrored"].keys() == {"CT", "MR"}
+    image = write_image(abdominal_volume("MR", seed=2)[0], tmp_path / "mr.nii.gz")
+    assert crossmodal(["segment", "--image", str(image), "--model", str(models["abdominal"]), "--mirror", "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "segment.json").read_text())
+    assert summary["test_time_mirroring"] is True
+    organs, source = read_image(summary["outputs"]["organs"]), read_image(image)
+    assert organs.GetSize() == source.GetSize() and organs.GetOrigin() == source.GetOrigin()

@@ -8,7 +8,7 @@ from conftest import write_phantom_nnunet
 from crossmodal.catalog import recipe_of
 from crossmodal.cli import EXIT_INPUT_ERROR
 from crossmodal.cli import main as crossmodal
-from crossmodal.reproduce.dualstream import split, summarise, training_choices
+from crossmodal.reproduce.dualstream import split, summarise, training_choices, versus_individual
 from crossmodal.training.recipes import read_recipe
 
 
@@ -36,6 +36,19 @@ def test_summary_averages_cases_and_reports_the_spread_over_repeats():
     assert "Individual" not in table
 
 
+def test_variants_are_compared_with_individual_on_the_same_cases_at_their_mean_over_repeats():
+    runs = [{"variant": v, "repeat": r, "scores": {"MR": {c: scores(base + gain * (r + 1) + 0.01 * i) for i, c in enumerate("abcdef")}}}
+            for v, gain in (("Individual", 0.0), ("V4", 0.02)) for r, base in ((0, 0.70), (1, 0.72))]
+    runs.append({"variant": "V4", "repeat": 2, "scores": {"MR": {"z": scores(0.99)}}})  # a case Individual never saw: not paired
+    tests = versus_individual(runs)
+    assert set(tests) == {"V4"} and set(tests["V4"]) == {"MR"}
+    mr = tests["V4"]["MR"]
+    assert mr["cases"] == 6 and mr["average"] == pytest.approx(0.03) and mr["spleen"] == pytest.approx(0.03)  # (0.02 + 0.04) / 2
+    assert mr["p_value"] < 0.05  # six of six cases better
+    same = [{**run, "variant": "V1"} for run in runs if run["variant"] == "Individual"]
+    assert versus_individual(runs[:2] + same)["V1"]["MR"] == {**scores(0.0), "average": 0.0, "p_value": 1.0, "cases": 6}
+
+
 def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
     ct = write_phantom_nnunet(tmp_path / "ct", "CT", 2)
     mr = write_phantom_nnunet(tmp_path / "mr", "MR", 2)
@@ -51,6 +64,7 @@ def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
     assert {"MR", "CT", "all"} <= result["table"]["V4"].keys()
     assert len(list((out / "runs").glob("*.json"))) == 4  # 2 folds x 2 variants
     assert "## Table 3: all organs" in (out / "tables.md").read_text(encoding="utf-8")
+    assert set(result["against_individual"]) == {"V4"} and result["against_individual"]["V4"]["CT"]["cases"] == 2
 
     # Every run trains as the bundled V4's recipe does, and says so; a store trained otherwise is not mixed in.
     bundled = training_choices(read_recipe(recipe_of(None, "abdominal")))

@@ -68,6 +68,16 @@ class LabelSet:
             raise KeyError(f"{self.name} has no label(s) {missing}; it has {list(by_name)}")
         return LabelSet(self.name, tuple(by_name[n] for n in names))
 
+    def mirrored_classes(self) -> np.ndarray:
+        """Class index -> the class it becomes when the body is flipped left-right: an organ on one side whose
+        twin is on the other (the same code: the kidneys) takes its twin's class; every other class keeps its own."""
+        mirrored = np.arange(len(self.labels) + 1)
+        for i, label in enumerate(self.labels, start=1):
+            for j, twin in enumerate(self.labels, start=1):
+                if twin.code == label.code and None not in (label.side, twin.side) and twin.side != label.side:
+                    mirrored[i] = j
+        return mirrored
+
     def check(self, mask: np.ndarray, source: str, allow_unlisted: tuple[int, ...] = ()) -> None:
         """Raise :class:`InputError` if ``mask`` holds values that are neither 0 nor known labels."""
         found = np.unique(mask)

@@ -81,6 +81,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     abdominal = parser.add_argument_group("abdominal CT or MR (dual-stream FCN)")
     abdominal.add_argument("--image", type=Path, help="CT or MR volume")
     abdominal.add_argument("--modality", choices=MODALITIES, help="the volume's modality (default: from DICOM tags or intensities)")
+    abdominal.add_argument("--mirror", action="store_true",
+                           help="test-time mirroring: average with the prediction for the volume flipped left-right (twice the time; "
+                                "for models trained on mirrored patches, see the card's validation)")
     parser.add_argument("--model", help="model id (see `crossmodal models`) or bundle folder; default: the bundled model for the task")
     parser.add_argument("--device", choices=DEVICES, default="auto")
 
@@ -104,6 +107,8 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
         raise InputError("--image", "segments a CT/MR volume; it cannot be combined with --lge or --cine")
     if args.image is None and args.lge is None and args.cine is None:
         raise InputError("inputs", "give --lge and/or --cine (cardiac MR), or --image (abdominal CT/MR)")
+    if args.mirror and args.image is None:
+        raise InputError("--mirror", "is test-time mirroring of an abdominal --image; MMSDNet's cardiac inference has none")
     if args.reference is not None and args.lge is None:
         raise InputError("--reference", "is a reference LGE mask, but no --lge was given")
     device = pick_device(args.device)
@@ -111,7 +116,8 @@ def segment_inputs(args: argparse.Namespace, events: Events) -> Segmentation:
         image = read_intensity_image(args.image)
         folder = find_model(args.model, "abdominal")
         card, network = load_bundle(folder, device)
-        result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image), progress=inference_progress(events))
+        result = segment_abdominal(network, card, image, args.modality, device=device, source=str(args.image), progress=inference_progress(events),
+                                   mirror=args.mirror)
         for warning in abdominal_warnings(image, result.labels, ABDOMEN, result.volumes_ml, str(args.image)):
             events.warning(warning)
         return Segmentation("abdominal", card, result, {"image": image}, {"image": args.image}, model_folder=folder)
@@ -228,7 +234,7 @@ def segment_one(args: argparse.Namespace, events: Events) -> int:
             summary["dice"] = reference_scores(result, segmentation.reference)
     else:
         files[ORGANS_FILE] = result.labels
-        summary.update(modality=result.modality, modality_from=result.modality_from, volumes_ml=result.volumes_ml)
+        summary.update(modality=result.modality, modality_from=result.modality_from, test_time_mirroring=args.mirror, volumes_ml=result.volumes_ml)
     seg = dicom_seg_export(args, segmentation, files, events)
     names = [*files, *([DICOM_SEG_FILE] if seg else []), SUMMARY_FILE, *([REPORT_FILE] if args.report else [])]
     check_output_folder(args.out, [args.out / n for n in names], segmentation.inputs)

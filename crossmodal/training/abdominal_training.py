@@ -65,12 +65,17 @@ class SpatialAugmentation:
 
 
 class PatchSampler:
-    """Class-balanced ``patch``^3 patches from the prepared volumes of one modality, spatially augmented when ``spatial``."""
+    """Class-balanced ``patch``^3 patches from the prepared volumes of one modality, spatially augmented when ``spatial``.
 
-    def __init__(self, volumes: list[PreparedVolume], patch: int, classes: int, spatial: SpatialAugmentation | None = None) -> None:
+    ``mirror`` (a label set's :meth:`~crossmodal.labels.LabelSet.mirrored_classes`): half the patches are flipped
+    left-right (the last axis of a prepared volume points to the patient's left), their sided twins swapping
+    classes, so that a flipped body is labelled as the body it looks like: what test-time mirroring relies on."""
+
+    def __init__(self, volumes: list[PreparedVolume], patch: int, classes: int, spatial: SpatialAugmentation | None = None,
+                 mirror: np.ndarray | None = None) -> None:
         if not volumes or any(v.labels is None for v in volumes):
             raise ValueError("patch sampling needs at least one volume, each with its labels")
-        self.patch, self.classes, self.spatial = patch, classes, spatial
+        self.patch, self.classes, self.spatial, self.mirror = patch, classes, spatial, mirror
         self.box = spatial.context(patch) if spatial is not None else patch
         self.images, self.labels, self.where = [], [], []
         for volume in volumes:
@@ -97,6 +102,8 @@ class PatchSampler:
             image, label = self.images[v][box], self.labels[v][box]
             if self.spatial is not None:
                 image, label = self.spatial(image, label, self.patch, int(torch.randint(2**31, (1,), generator=generator)))
+            if self.mirror is not None and int(torch.randint(2, (1,), generator=generator)):
+                image, label = np.ascontiguousarray(image[..., ::-1]), self.mirror[label[..., ::-1]].astype(label.dtype)
             images.append(image)
             labels.append(label)
         return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels).astype(np.int64))

@@ -211,11 +211,18 @@ def load_subjects(folder: Path, modality: str, progress: Progress | None = None,
     return subjects
 
 
-def subject_dice(network: torch.nn.Module, subject: Subject, device: torch.device) -> dict[str, float]:
+def subject_dice(network: torch.nn.Module, subject: Subject, device: torch.device, mirror: bool = False) -> dict[str, float]:
     """Dice per organ, on the subject's own grid, of what ``segment`` delivers for ``subject`` (each organ's
-    largest piece, each kidney named by its side): validation, cards and tables grade the product's output."""
-    probabilities = predict_probabilities(network, network.config.streams.index(subject.modality), subject.prepared, device=device)
+    largest piece, each kidney named by its side; ``mirror``: with test-time mirroring): validation, cards and
+    tables grade the product's output."""
+    probabilities = predict_probabilities(network, network.config.streams.index(subject.modality), subject.prepared, device=device,
+                                          mirror=ABDOMEN.mirrored_classes() if mirror else None)
     return structure_dice(sitk.GetArrayFromImage(delivered_classes(subject.prepared, probabilities)), subject.reference, ABDOMEN)
+
+
+def modality_means(scores: dict[str, dict[str, float]], subjects: list[Subject]) -> dict[str, float]:
+    """Per modality, the mean over its subjects of each subject's mean Dice over the organs."""
+    return {m: float(np.mean([np.mean(list(scores[s.case_id].values())) for s in subjects if s.modality == m])) for m in {s.modality for s in subjects}}
 
 
 @dataclass
@@ -235,6 +242,9 @@ class DualStreamRecipe(Recipe):
     """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
     cross_entropy: bool = False
     """Add voxel-wise cross-entropy to the paper's Dice loss (nnU-Net's loss), so that background is graded too."""
+    mirror: bool = False
+    """Flip half the training patches left-right, the kidneys swapping names (:class:`PatchSampler`): the model can
+    then be run with test-time mirroring (``segment --mirror``), which the card reports the validation of."""
 
     architecture = "DualStreamFCN"
 
@@ -256,14 +266,19 @@ class DualStreamRecipe(Recipe):
         trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device),
                                      cross_entropy=self.cross_entropy)
         spatial = SpatialAugmentation() if self.spatial_augmentation else None
-        samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes, spatial) for m, v in training.items()}
+        mirror = ABDOMEN.mirrored_classes() if self.mirror else None
+        samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes, spatial, mirror)
+                    for m, v in training.items()}
 
         def validate(method: DualStreamTrainer) -> float:
             return float(np.mean([np.mean(list(subject_dice(method.module, s, device).values())) for s in held]))
 
         def card(result: TrainingResult) -> ModelCard:
             scores = {s.case_id: subject_dice(trainer.network, s, device) for s in held}
-            average = {m: float(np.mean([np.mean(list(scores[s.case_id].values())) for s in held if s.modality == m])) for m in {s.modality for s in held}}
+            validation = {"subjects": {s.case_id: s.modality for s in held}, "dice_native": scores, "average": modality_means(scores, held)}
+            if self.mirror:
+                mirrored = {s.case_id: subject_dice(trainer.network, s, device, mirror=True) for s in held}
+                validation.update(dice_native_mirrored=mirrored, average_mirrored=modality_means(mirrored, held))
             return ModelCard(
                 id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
                 preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view", "crop": "Otsu body mask + 10 mm",
@@ -273,8 +288,8 @@ class DualStreamRecipe(Recipe):
                                "stream_of_modality": {m: i for i, m in enumerate(config.streams)}},
                 labels=ModelCard.label_entries(ABDOMEN),
                 training={"data": {m: str(self.data[m]) for m in given}, "subjects": {m: [s.case_id for s in v] for m, v in training.items()},
-                          **self.training_record(result, device)},
-                validation={"subjects": {s.case_id: s.modality for s in held}, "dice_native": scores, "average": average},
+                          **self.training_record(result, device), **({"mirrored_patches": True} if self.mirror else {})},
+                validation=validation,
             )
 
         return Job(trainer, trainer.network, alternating_batches(samplers, self.batch_size), self.schedule(),
