@@ -47,6 +47,12 @@ class DualStreamSegWidget(SegmentationPanel):
     def setupPanel(self) -> None:
         self.logic = DualStreamSegLogic()
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.onModelChanged()
+
+    def onModelChanged(self, index: int = -1) -> None:
+        """Offer test-time mirroring only for a model trained for it: any other has never seen a flipped body."""
+        self.ui.mirrorCheckBox.enabled = self.logic.supports_mirroring(self.ui.modelSelector.currentData)
 
     def onInputChanged(self, node) -> None:
         """Say which modality the volume looks like: its DICOM Modality tag, else its intensities."""
@@ -63,8 +69,8 @@ class DualStreamSegWidget(SegmentationPanel):
     def startSegmentation(self):
         p = self._parameterNode
         return self.logic.segment(p.inputVolume, modality=None if p.modality == "auto" else p.modality,
-                                      model=self.ui.modelSelector.currentData, device=self.ui.deviceSelector.currentData,
-                                      python=python_executable())
+                                      model=self.ui.modelSelector.currentData, mirror=p.mirror and self.ui.mirrorCheckBox.enabled,
+                                      device=self.ui.deviceSelector.currentData, python=python_executable())
 
     def showResults(self, run) -> None:
         outputs = self.logic.load_results(run, slicer.mrmlScene)
@@ -105,6 +111,7 @@ class DualStreamSegTest(ScriptedLoadableModuleTest):
         widget.ui.modalitySelector.setCurrentText("CT")
         self.assertEqual(widget._parameterNode.modality, "CT")
         self.assertGreaterEqual(widget.ui.modelSelector.count, 1)  # the bundled model at least
+        self.assertEqual(widget.ui.mirrorCheckBox.enabled, widget.logic.supports_mirroring(widget.ui.modelSelector.currentData))
 
     def test_a_person_segments_overrides_the_modality_and_trains(self):
         """Choose a CT; Segment and Cancel; Segment and wait: organs on the CT's grid, shown over it; the

@@ -294,7 +294,7 @@ def test_test_time_mirroring_averages_the_flipped_prediction_with_the_kidneys_sw
 
 def test_test_time_mirroring_is_refused_for_a_model_not_trained_for_it():
     from crossmodal.abdominal_inference import segment_abdominal
-    from crossmodal.bundles import ModelCard
+    from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
     from crossmodal.labels import ABDOMEN
 
     image, _ = abdominal_volume("MR", seed=6)
@@ -302,7 +302,7 @@ def test_test_time_mirroring_is_refused_for_a_model_not_trained_for_it():
     card = ModelCard("plain", "0", "DualStreamFCN", config.as_dict(), ["MR", "CT"], {"spacing_mm": 2.0}, ModelCard.label_entries(ABDOMEN))
     with pytest.raises(InputError, match="not trained on mirrored patches"):
         segment_abdominal(DualStreamFCN(config).eval(), card, image, "MR", mirror=True)
-    card.training["mirrored_patches"] = True
+    card.training[MIRRORED_PATCHES] = True
     result = segment_abdominal(DualStreamFCN(config).eval(), card, image, "MR", mirror=True)
     assert result.labels.GetSize() == image.GetSize()
 
@@ -317,7 +317,7 @@ def test_a_recipe_trained_on_mirrored_patches_says_so_and_segment_mirrors_for_it
     from crossmodal.image_io import read_image, write_image
 
     card = read_card(models["abdominal"])
-    assert card.training["mirrored_patches"] is True
+    assert card.trained_mirrored
     assert card.validation["dice_native_mirrored"].keys() == card.validation["dice_native"].keys()
     assert card.validation["average_mirrored"].keys() == {"CT", "MR"}
     image = write_image(abdominal_volume("MR", seed=2)[0], tmp_path / "mr.nii.gz")

@@ -280,6 +280,21 @@ def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):
     assert node_names(scene) == names
 
 
+def test_dualstreamseg_mirrors_only_with_a_model_trained_for_it(catalog, models):
+    """The panel offers test-time mirroring for a model whose card says it was trained on mirrored patches (the tiny
+    test model), not for the bundled 2.0.0; the child then runs ``segment --mirror`` and says it did."""
+    from crossmodal.catalog import find_model
+
+    assert DualStreamSegLogic.supports_mirroring(str(models["abdominal"]))
+    assert not DualStreamSegLogic.supports_mirroring(str(find_model(None, "abdominal"))) and not DualStreamSegLogic.supports_mirroring(None)
+    scene = slicer.vtkMRMLScene()
+    volume = conversion.image_to_volume_node(abdominal_volume("CT", seed=5)[0], scene, "CT")
+    run = DualStreamSegLogic().segment(volume, model="tiny-v4", mirror=True, device="cpu")
+    assert run.job.wait(timeout=300) == 0, run.job.failure()
+    assert "--mirror" in run.job.command
+    assert json.loads((run.folder / "out" / "segment.json").read_text())["test_time_mirroring"] is True
+
+
 def config_of(job) -> dict:
     """The recipe a training child was started with."""
     return json.loads(Path(job.command[job.command.index("--config") + 1]).read_text())

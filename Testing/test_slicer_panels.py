@@ -27,7 +27,7 @@ DEFAULTS = {
     "MultiModalSeg": {"lgeVolume": None, "cineVolume": None, "cineFrame": 0, "referenceSegmentation": None, "anatomyChannel": 1,
                       "showAlignedCine": True, "trainingData": Path("."), "trainingModelId": "my-mmsdnet", "lgeMaskPercent": 100.0,
                       "trainingSteps": 1500},
-    "DualStreamSeg": {"inputVolume": None, "modality": "auto", "trainingCT": Path("."), "trainingMR": Path("."),
+    "DualStreamSeg": {"inputVolume": None, "modality": "auto", "mirror": False, "trainingCT": Path("."), "trainingMR": Path("."),
                       "trainingModelId": "my-dualstream", "variant": "V4", "trainingSteps": 3000},
 }
 
@@ -153,6 +153,8 @@ def test_connect_gui_gives_every_parameter_a_widget_of_the_ui_and_values_flow_bo
     else:
         named["modality"].setCurrentText("CT")
         assert parameters.modality == "CT"
+        named["mirror"].checked = True
+        assert parameters.mirror is True
         parameters.variant = "Individual"
         assert named["variant"].currentText == "Individual"
     parameters.disconnectGui(tag)

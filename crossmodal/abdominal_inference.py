@@ -75,11 +75,6 @@ def predict_probabilities(network: torch.nn.Module, stream: int, prepared: Prepa
     return result.cpu().numpy()
 
 
-def trained_mirrored(card: ModelCard) -> bool:
-    """Whether a model was trained on left-right mirrored patches (its recipe's ``mirror``), so that test-time mirroring helps it."""
-    return bool(card.training.get("mirrored_patches"))
-
-
 def delivered_classes(prepared: PreparedVolume, probabilities: np.ndarray, keep_components: bool = True) -> sitk.Image:
     """The organ classes ``segment`` delivers, on the input's own grid: with ``keep_components``, each organ's
     largest piece, each kidney named after its side (:mod:`crossmodal.organ_components`). Validation, cards and
@@ -106,7 +101,7 @@ def segment_abdominal(
     (:mod:`crossmodal.organ_components`). On the bundled V4's four held-out volumes it raised every organ's
     Dice or left it equal (liver 0.64 -> 0.73 on the worst MR) for 0.05 s a volume.
     ``mirror``: test-time mirroring (:func:`predict_probabilities`), for a model whose card says it was trained for it."""
-    if mirror and not trained_mirrored(card):
+    if mirror and not card.trained_mirrored:
         raise InputError("--mirror", f"model {card.id!r} was not trained on mirrored patches: it has never seen a flipped body, "
                                      "and averaging in its guess for one is unreliable (measured: a held-out MR's Dice 0.79 -> 0.68)")
     modality_from = "given"

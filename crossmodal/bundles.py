@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 CARD, WEIGHTS, RECIPE = "card.json", "model.pt", "recipe.json"
 """A bundle's files; ``recipe.json`` is the recipe it was trained with, to train another like it."""
+MIRRORED_PATCHES = "mirrored_patches"
+"""Key of a card's ``training`` record: true when the model was trained on left-right mirrored patches."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     sha256: str = ""
+
+    @property
+    def trained_mirrored(self) -> bool:
+        """Whether test-time mirroring suits the model: it was trained on mirrored patches, so it knows a flipped body."""
+        return bool(self.training.get(MIRRORED_PATCHES))
 
     @staticmethod
     def label_entries(label_set: LabelSet) -> list[dict]:

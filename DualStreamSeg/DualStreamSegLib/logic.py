@@ -14,6 +14,7 @@ from pathlib import Path
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from crossmodal.abdominal import MODALITIES, guess_modality, require_volume
+from crossmodal.bundles import read_card
 from crossmodal.catalog import user_models_folder
 from crossmodal.errors import InputError
 from crossmodal.image_io import read_image
@@ -59,7 +60,13 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         """CT or MR, from the intensities (the panel may override it, e.g. from the DICOM Modality tag)."""
         return guess_modality(conversion.volume_node_to_image(volume))[0]
 
-    def segment(self, volume, *, modality: str | None = None, model: str | None = None, device: str = "auto", python: str | None = None) -> AbdominalRun:
+    @staticmethod
+    def supports_mirroring(model_folder: str | None) -> bool:
+        """Whether the model in ``model_folder`` (a model selector's data) was trained for test-time mirroring."""
+        return bool(model_folder) and read_card(Path(model_folder)).trained_mirrored
+
+    def segment(self, volume, *, modality: str | None = None, model: str | None = None, mirror: bool = False, device: str = "auto",
+                python: str | None = None) -> AbdominalRun:
         if volume is None:
             raise InputError("volume", "no CT or MR volume is selected")
         if volume.GetImageData() is None:
@@ -71,6 +78,7 @@ class DualStreamSegLogic(ScriptedLoadableModuleLogic):
         arguments = ["segment", "--image", str(paths["image"]), "--out", str(runs.output_folder(folder))]
         arguments += ["--modality", modality] if modality else []
         arguments += ["--model", model] if model else []
+        arguments += ["--mirror"] if mirror else []
         return AbdominalRun(runs.start(arguments, python, device, runs.user_names(paths, {"image": volume})), folder, volume)
 
     def load_results(self, run: AbdominalRun, scene) -> AbdominalOutputs:

@@ -13,6 +13,8 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 class DualStreamSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     modality: Annotated[str, Choice(["auto", "CT", "MR"])] = "auto"
+    mirror: bool = False
+    """Test-time mirroring; used only with a model trained for it (the panel disables it for any other)."""
     trainingCT: Path
     """``Path(".")`` until a folder is chosen, as ``trainingMR`` (see ``crossmodal_slicer.runs.chosen_folder``)."""
     trainingMR: Path

@@ -35,7 +35,7 @@ from monai.networks.nets import BasicUNet
 from crossmodal.abdominal import prepare_volume
 from crossmodal.abdominal_inference import INFERENCE_WINDOW, segment_abdominal
 from crossmodal.benchmarks import write_report
-from crossmodal.bundles import ModelCard, load_bundle
+from crossmodal.bundles import MIRRORED_PATCHES, ModelCard, load_bundle
 from crossmodal.devices import DEVICES, describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.geometry import Grid, resample
@@ -80,7 +80,7 @@ def inference_side(side: str, bundle: Path | None, device: torch.device, repeats
         card, network = load_bundle(bundle, device) if bundle else (default_card(), DualStreamFCN(DEFAULT_CONFIG).to(device).eval())
         mirror = side == "mirrored"
         if mirror:  # timing only: the cost does not depend on how the weights were trained
-            card = replace(card, training={**card.training, "mirrored_patches": True})
+            card = replace(card, training={**card.training, MIRRORED_PATCHES: True})
         run = lambda: segment_abdominal(network, card, image, "CT", device=device, mirror=mirror)  # noqa: E731
         size = parameters(network)
     else:

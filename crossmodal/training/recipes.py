@@ -27,7 +27,7 @@ import torch
 
 from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, prepare_volume
 from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
-from crossmodal.bundles import ModelCard
+from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
 from crossmodal.devices import fast_bfloat16
 from crossmodal.errors import InputError
@@ -288,7 +288,7 @@ class DualStreamRecipe(Recipe):
                                "stream_of_modality": {m: i for i, m in enumerate(config.streams)}},
                 labels=ModelCard.label_entries(ABDOMEN),
                 training={"data": {m: str(self.data[m]) for m in given}, "subjects": {m: [s.case_id for s in v] for m, v in training.items()},
-                          **self.training_record(result, device), **({"mirrored_patches": True} if self.mirror else {})},
+                          **self.training_record(result, device), **({MIRRORED_PATCHES: True} if self.mirror else {})},
                 validation=validation,
             )
 
