@@ -54,8 +54,8 @@ SCHEDULES = {
     # The paper: filters 16..512, 3 residual units per scale, 16 patches of 64^3 per step, 10k steps.
     # Adam 1e-3 for Individual and Joint, 1e-4 for the dual-stream variants.
     "full": DualStreamSchedule("full", (16, 64, 128, 256, 512), 3, 64, 16, 10000, (1e-3, 1e-4)),
-    # What a 2-core CPU runs for 36 trainings in about 2.2 hours with the bundled recipe's spatial augmentation
-    # (measured: 0.33 s a step, about 50 s to score a run's test volumes): 1/8 of the width, one unit per scale,
+    # What a 2-core CPU runs for 36 trainings in about 2.5 hours with the bundled recipe's spatial augmentation
+    # (measured: 0.33 s a step, 40-60 s to score a run's test volumes): 1/8 of the width, one unit per scale,
     # 1/160 of the patches seen. At 500 steps the paper's 1e-4 would leave the dual-stream variants barely
     # trained, so every variant gets 1e-3 and the comparison stays like for like.
     "reduced": DualStreamSchedule("reduced", (8, 16, 32, 64, 128), 1, 48, 2, 500, (1e-3, 1e-3)),
