@@ -76,3 +76,9 @@ def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
                        "--variants", "V4", "Individual", "--schedule", "tiny"]) == EXIT_INPUT_ERROR
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert "1 run(s) trained otherwise" in error["message"] and "its own --out" in error["message"]
+
+    # ... nor runs of another length: the schedule is part of how a run was trained.
+    first.write_text(json.dumps({**json.loads(first.read_text()), "training": bundled}))
+    assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1",
+                       "--variants", "V4", "Individual", "--schedule", "tiny", "--steps", "3"]) == EXIT_INPUT_ERROR
+    assert "4 run(s) trained otherwise" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]

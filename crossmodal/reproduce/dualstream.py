@@ -16,6 +16,7 @@ Individual?) is asked of the project's best training. A store refuses runs train
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -181,10 +182,12 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     if not isinstance(recipe, DualStreamRecipe):
         raise InputError("--recipe", f"is a {recipe.architecture} recipe, not a dual-stream FCN's")
     choices = training_choices(recipe)
+    trained_as = json.loads(json.dumps(asdict(schedule)))  # as a stored run holds it
     store = RunStore(args.out)
-    other = [run for run in store.all() if run.get("training") != choices]
+    other = [run for run in store.all() if run.get("training") != choices or run.get("schedule") != trained_as]
     if other:
-        raise InputError(args.out, f"holds {len(other)} run(s) trained otherwise than {choices}: give this training its own --out")
+        raise InputError(args.out, f"holds {len(other)} run(s) trained otherwise than {choices} at the {schedule.name} schedule of "
+                                   f"{schedule.steps} steps: give this training its own --out")
     subjects = {m: load_subjects(folder, m, ct_window=recipe.ct_window) for m, folder in (("MR", args.mr), ("CT", args.ct))}
     total, done = args.repeats * 2 * len(args.variants), 0
     events.progress("runs", 0, total)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
                 test_sets = {m: folds[m][fold] for m in MODALITIES}
                 train_sets = {m: folds[m][1 - fold] for m in MODALITIES}
                 run = run_variant(variant, train_sets, test_sets, schedule, recipe, device, seed=repeat)
-                run.update(repeat=repeat, fold=fold, variant=variant, training=choices, wall_seconds=time.perf_counter() - start)
+                run.update(repeat=repeat, fold=fold, variant=variant, training=choices, schedule=trained_as, wall_seconds=time.perf_counter() - start)
                 store.save(run, repeat, fold, variant)
                 events.metrics("runs", done, {"repeat": repeat, "fold": fold, "seconds": run["wall_seconds"]})
                 events.progress("runs", done, total)
