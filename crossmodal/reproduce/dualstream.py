@@ -34,7 +34,7 @@ from crossmodal.events import Events, make_events
 from crossmodal.labels import ABDOMEN
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
-from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, SpatialAugmentation, alternating_batches
+from crossmodal.training.abdominal_training import DualStreamTrainer, alternating_batches
 from crossmodal.training.recipes import DualStreamRecipe, Subject, load_subjects, read_recipe, subject_dice
 from crossmodal.training.trainer import Schedule, train
 
@@ -81,10 +81,7 @@ def run_variant(variant: str, train_sets: dict[str, list[Subject]], test_sets: d
     config = ResidualFCNConfig(variant=variant, filters=schedule.filters, units_per_scale=schedule.units_per_scale)
     rate = schedule.learning_rates[0 if variant in ("Individual", "Joint") else 1]
     trainer = DualStreamTrainer(config, device, learning_rate=rate, cross_entropy=recipe.cross_entropy)
-    spatial = SpatialAugmentation() if recipe.spatial_augmentation else None
-    mirror = ABDOMEN.mirrored_classes() if recipe.mirror else None
-    samplers = {config.streams.index(m): PatchSampler([s.prepared for s in subjects], schedule.patch, config.classes, spatial, mirror)
-                for m, subjects in train_sets.items() if subjects}
+    samplers = recipe.patch_samplers(config, train_sets, schedule.patch)
     steps = Schedule(schedule.steps, warmup_steps=min(recipe.warmup_steps, schedule.steps // 10), final_learning_rate=recipe.final_learning_rate)
     result = train(trainer, alternating_batches(samplers, schedule.batch_size), steps, seed=seed)
     scores = {modality: {s.case_id: subject_dice(trainer.network, s, device) for s in subjects} for modality, subjects in test_sets.items()}

@@ -248,6 +248,14 @@ class DualStreamRecipe(Recipe):
 
     architecture = "DualStreamFCN"
 
+    def patch_samplers(self, config: ResidualFCNConfig, training: dict[str, list[Subject]], patch: int) -> dict[int, PatchSampler]:
+        """Per stream with training subjects, its ``patch``^3 sampler, augmented and mirrored as this recipe says
+        (the bundle's training and every variant of the tables draw patches alike)."""
+        spatial = SpatialAugmentation() if self.spatial_augmentation else None
+        mirror = ABDOMEN.mirrored_classes() if self.mirror else None
+        return {config.streams.index(m): PatchSampler([s.prepared for s in subjects], patch, config.classes, spatial, mirror)
+                for m, subjects in training.items() if subjects}
+
     def prepare(self, device: torch.device, progress: Progress) -> Job:
         if self.variant not in VARIANTS:
             raise InputError("config", f"variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
@@ -265,10 +273,7 @@ class DualStreamRecipe(Recipe):
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device),
                                      cross_entropy=self.cross_entropy)
-        spatial = SpatialAugmentation() if self.spatial_augmentation else None
-        mirror = ABDOMEN.mirrored_classes() if self.mirror else None
-        samplers = {config.streams.index(m): PatchSampler([s.prepared for s in v], self.patch, config.classes, spatial, mirror)
-                    for m, v in training.items()}
+        samplers = self.patch_samplers(config, training, self.patch)
 
         def validate(method: DualStreamTrainer) -> float:
             return float(np.mean([np.mean(list(subject_dice(method.module, s, device).values())) for s in held]))
