@@ -129,7 +129,7 @@ def test_bounded_control_point_offsets_stay_within_the_bound_and_are_the_identit
 
 
 def test_an_unknown_segmentor_is_refused_by_name():
-    with pytest.raises(ValueError, match="segmentor 'unet' is not one of anatomy, soft-anatomy, anatomy\\+image"):
+    with pytest.raises(ValueError, match="segmentor 'unet' is not one of anatomy, soft-anatomy, anatomy\\+image, features"):
         MMSDNetConfig(segmentor="unet")
 
 
@@ -143,6 +143,27 @@ def test_a_soft_anatomy_reaches_the_segmentor_and_its_one_hot_the_decoder():
     assert torch.equal(out["logits_anatomy2"], net.segmentor(anatomy))
     hard = one_hot_straight_through(anatomy)
     assert torch.equal(net.reconstruct(anatomy, lge)["reconstruction"], net.reconstruct(hard, lge)["reconstruction"])
+
+
+def test_the_feature_segmentor_reads_each_encoders_maps_warped_and_fused_as_its_anatomy():
+    torch.manual_seed(0)
+    net = MMSDNet(MMSDNetConfig(filters=4, segmentor="features")).eval()
+    torch.nn.init.normal_(net.localisation.offsets.bias, std=0.1)  # an alignment that moves things
+    cine, lge = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    out = net(cine, lge)
+    maps = {"anatomy1": net.anatomy[0].unet.features(cine), "anatomy2": net.anatomy[1].unet.features(lge)}
+    maps["warped1"], maps["warped2"] = net.tps(maps["anatomy1"], out["offsets12"]), net.tps(maps["anatomy2"], out["offsets21"])
+    maps["fused2"], maps["fused1"] = torch.maximum(maps["warped1"], maps["anatomy2"]), torch.maximum(maps["warped2"], maps["anatomy1"])
+    assert not torch.allclose(maps["fused2"], maps["anatomy2"])
+    for key in ANATOMY_KEYS:
+        assert torch.allclose(out[f"logits_{key}"], net.segmentor(maps[key]), atol=1e-5), key
+    assert torch.equal(out["anatomy2"], one_hot_straight_through(torch.softmax(net.anatomy[1].unet(lge), dim=1)))  # the anatomy is still read from them
+    assert torch.allclose(net(None, lge)["logits_anatomy2"], out["logits_anatomy2"], atol=1e-5)
+    net.train()
+    out = net(cine, lge, reconstructions=True)
+    (out["logits_fused2"].square().mean() + out["rebuilt"].mean()).backward()
+    for name in ("anatomy.0", "anatomy.1", "segmentor", "localisation"):
+        assert has_gradient(net, name), name
 
 
 def test_the_image_segmentor_reads_each_anatomy_beside_the_image_it_came_from():

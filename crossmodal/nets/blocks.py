@@ -70,8 +70,12 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(filters, out_channels, 1)
 
     def forward(self, x: torch.Tensor, name: str = "input") -> torch.Tensor:
+        return self.head(self.features(x, name))
+
+    def features(self, x: torch.Tensor, name: str = "input") -> torch.Tensor:
+        """The last decoder level's maps (``filters`` channels at input resolution), which the 1x1 head reads."""
         check_input(x, self.in_channels, 2**self.depth, name)
-        return self.head(self.decoder(self.encoder(x)))
+        return self.decoder(self.encoder(x))
 
 
 def check_input(x: torch.Tensor, channels: int, multiple: int, name: str = "input", spatial_dims: int = 2) -> None:

@@ -25,7 +25,7 @@ DESIGN = 2
 """The architecture's generation, kept in every card: 1 had a modality encoder and a decoder per
 modality and rounded (possibly empty) anatomies; its bundles are refused, not misread."""
 PAPER_SEGMENTOR = "anatomy"
-SEGMENTORS = (PAPER_SEGMENTOR, "soft-anatomy", "anatomy+image")
+SEGMENTORS = (PAPER_SEGMENTOR, "soft-anatomy", "anatomy+image", "features")
 """What the segmentor may see (:attr:`MMSDNetConfig.segmentor`)."""
 
 
@@ -54,7 +54,9 @@ class MMSDNetConfig:
     so the segmentor gets the encoder's confidence and an exact gradient. ``anatomy+image``: a U-Net of
     the encoders' width on the one-hot anatomy beside the image it was encoded from (warped with it;
     a fused anatomy beside the image it is fused onto), the segmentation strength of a plain U-Net with
-    the cine's anatomy added by fusion."""
+    the cine's anatomy added by fusion. ``features``: the anatomy encoder's last decoder maps, from which
+    its anatomy is read, warped and max-fused as the anatomies are; the segmentor gets what a U-Net's head
+    gets, and the cine's features by fusion (the anatomies still carry reconstruction and alignment)."""
     design: int = DESIGN
 
     def __post_init__(self) -> None:
@@ -87,8 +89,13 @@ class AnatomyEncoder(nn.Module):
         self.unet, self.soft = UNet(1, channels, filters, depth), soft
 
     def forward(self, image: torch.Tensor, name: str = "image") -> torch.Tensor:
-        probabilities = torch.softmax(self.unet(image, name), dim=1)
-        return probabilities if self.soft else one_hot_straight_through(probabilities)
+        return self.encode(image, name)[0]
+
+    def encode(self, image: torch.Tensor, name: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+        """The anatomy and the U-Net's last feature maps it is read from (what the ``features`` segmentor sees)."""
+        features = self.unet.features(image, name)
+        probabilities = torch.softmax(self.unet.head(features), dim=1)
+        return (probabilities if self.soft else one_hot_straight_through(probabilities)), features
 
 
 def _leaky(x: torch.Tensor) -> torch.Tensor:
@@ -235,8 +242,10 @@ class MMSDNet(nn.Module):
         self.decoder = FiLMDecoder(c.anatomy_channels, c.z_dim)
         self.localisation = LocalisationNet(c.anatomy_channels, c.control_points, max_offset=c.max_offset)
         self.tps = ThinPlateSpline(c.control_points)
-        self.segmentor = (ImageAnatomySegmentor(c.anatomy_channels, c.classes, c.filters, c.depth) if c.segmentor == "anatomy+image"
-                          else Segmentor(c.anatomy_channels, c.classes, c.segmentor_filters))
+        if c.segmentor == "anatomy+image":
+            self.segmentor = ImageAnatomySegmentor(c.anatomy_channels, c.classes, c.filters, c.depth)
+        else:
+            self.segmentor = Segmentor(c.filters if c.segmentor == "features" else c.anatomy_channels, c.classes, c.segmentor_filters)
 
     def align(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Warp ``moving`` anatomy onto ``fixed``; returns the warped anatomy and the control-point offsets."""
@@ -257,9 +266,10 @@ class MMSDNet(nn.Module):
         if cine is None and lge is None:
             raise ValueError("MMSDNet needs a cine image, an LGE image or both")
         out: dict[str, torch.Tensor] = {}
+        features: dict[str, torch.Tensor] = {}  # each anatomy's feature maps, warped and fused alike (``features`` segmentor)
         for index, image in enumerate((cine, lge)):
-            if image is not None:
-                out[f"anatomy{index + 1}"] = self.anatomy[index](image, self.config.modalities[index])  # checks the input once, by name
+            if image is not None:  # the encoder checks the input, by name
+                out[f"anatomy{index + 1}"], features[f"anatomy{index + 1}"] = self.anatomy[index].encode(image, self.config.modalities[index])
         if cine is not None and lge is not None:
             if cine.shape != lge.shape:
                 raise ValueError(f"cine and LGE batches must have one shape, got {tuple(cine.shape)} and {tuple(lge.shape)}")
@@ -267,8 +277,16 @@ class MMSDNet(nn.Module):
             out["warped2"], out["offsets21"] = self.align(out["anatomy2"], out["anatomy1"])
             out["fused2"] = torch.maximum(out["warped1"], out["anatomy2"])
             out["fused1"] = torch.maximum(out["warped2"], out["anatomy1"])
+            if self.config.segmentor == "features":
+                features["warped1"] = self.tps(features["anatomy1"], out["offsets12"])
+                features["warped2"] = self.tps(features["anatomy2"], out["offsets21"])
+                features["fused2"] = torch.maximum(features["warped1"], features["anatomy2"])
+                features["fused1"] = torch.maximum(features["warped2"], features["anatomy1"])
         keys = [k for k in ANATOMY_KEYS if k in out]
-        if self.config.segmentor == "anatomy+image":
+        if self.config.segmentor == "features":  # one call on all stacked, for batch norm (see below)
+            logits = self.segmentor(torch.cat([features[k] for k in keys]))
+            out.update({f"logits_{k}": part for k, part in zip(keys, logits.chunk(len(keys)))})
+        elif self.config.segmentor == "anatomy+image":
             # One call on every (anatomy, image) stacked: batch norm then normalises cine and LGE inputs
             # together in training, as its running statistics (what inference uses) do.
             beside = self._segmentor_images(out, cine, lge)
