@@ -52,6 +52,37 @@ def test_streams_of_a_shared_part_use_the_same_weights():
     assert all(p.grad is not None for p in net.scales[4][0].parameters())  # the shared last scale learns from both
 
 
+@pytest.mark.parametrize("variant", ["Joint", "V4"])
+def test_a_shared_part_normalises_each_stream_with_that_streams_statistics(variant):
+    """Training batches hold one modality each; inference must use that modality's statistics, not a mix of both."""
+    torch.manual_seed(0)
+    net = DualStreamFCN(ResidualFCNConfig(variant=variant, **SMALL))
+    mr, ct = torch.randn(2, 1, 16, 16, 16), 4 * torch.randn(2, 1, 16, 16, 16) + 3
+    with torch.no_grad():
+        net.train()
+        for _ in range(5):  # alternating batches
+            net(mr, 0)
+            net(ct, 1)
+        ct_before = net.eval()(ct, 1)
+        net.train()
+        for _ in range(5):
+            net(3 * mr - 2, 0)  # more MR, of other statistics
+        assert torch.equal(net.eval()(ct, 1), ct_before)  # CT inference untouched by MR batches
+
+
+def test_a_model_saved_with_one_average_for_both_streams_loads_as_it_ran():
+    net = DualStreamFCN(ResidualFCNConfig(variant="V4", **SMALL))
+    state = net.state_dict()
+    norm = "scales.4.0.0.bn1"
+    for key in ("stream_mean", "stream_var"):
+        state.pop(f"{norm}.{key}")
+    state.update({f"{norm}.running_mean": torch.full((8,), 2.0), f"{norm}.running_var": torch.full((8,), 3.0),
+                  f"{norm}.num_batches_tracked": torch.tensor(7)})
+    net.load_state_dict(state)
+    loaded = net.scales[4][0][0].bn1
+    assert torch.equal(loaded.stream_mean, torch.full((2, 8), 2.0)) and torch.equal(loaded.stream_var, torch.full((2, 8), 3.0))
+
+
 def test_a_residual_unit_strides_with_its_shortcut_and_pads_or_projects_channels():
     grow = ResidualUnit(4, 8, stride=2)
     assert grow(torch.rand(1, 4, 8, 8, 8)).shape == (1, 8, 4, 4, 4) and grow.shrink is None

@@ -57,21 +57,56 @@ class ResidualFCNConfig:
         return {**asdict(self), "filters": list(self.filters), "strides": list(self.strides), "streams": list(self.streams)}
 
 
+class StreamBatchNorm3d(nn.BatchNorm3d):
+    """Batch norm of a layer the streams share: one learned scale and shift, running statistics per stream.
+
+    Training batches hold one modality each (the paper's alternating batches), so training normalises
+    every batch with its own modality's statistics, and inference must too. A single running average
+    over alternating MR and CT batches is neither modality's: it normalised held-out CT with half-MR
+    statistics, and a V4 whose training-mode CT Dice was fine predicted almost nothing on CT. The
+    owning network sets :attr:`stream` before each forward pass.
+    """
+
+    def __init__(self, channels: int, streams: int) -> None:
+        super().__init__(channels, track_running_stats=False)  # the base class's single running average: not kept
+        self.stream = 0
+        self.register_buffer("stream_mean", torch.zeros(streams, channels))
+        self.register_buffer("stream_var", torch.ones(streams, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.stream_mean[self.stream], self.stream_var[self.stream], self.weight, self.bias,
+                            self.training, self.momentum, self.eps)  # updates this stream's rows in place
+
+    def _load_from_state_dict(self, state: dict, prefix: str, *args, **kwargs) -> None:
+        """A model saved with one running average for all streams (bundles before this fix) loads as it
+        ran: every stream gets that average."""
+        if prefix + "running_mean" in state:
+            for name, old in (("stream_mean", "running_mean"), ("stream_var", "running_var")):
+                state[prefix + name] = state.pop(prefix + old).expand_as(getattr(self, name)).clone()
+            state.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
+def batch_norm(channels: int, streams: int) -> nn.BatchNorm3d:
+    """Batch norm for a part that ``streams`` streams share (1: a stream's own part)."""
+    return nn.BatchNorm3d(channels) if streams == 1 else StreamBatchNorm3d(channels, streams)
+
+
 class ResidualUnit(nn.Module):
     """Pre-activation unit: BN, leaky ReLU (0.01), conv; BN, leaky ReLU, 3^3 conv; plus the shortcut.
 
     A striding unit's first convolution has a kernel twice the stride (the paper's and DLTK's choice:
     no input voxel is skipped); its shortcut max-pools with that stride. Channels grow by
-    zero-padding the shortcut and shrink by a 1^3 convolution.
+    zero-padding the shortcut and shrink by a 1^3 convolution. ``streams``: how many streams share it.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, streams: int = 1) -> None:
         super().__init__()
         self.stride, self.in_channels, self.out_channels = stride, in_channels, out_channels
         kernel, padding = (2 * stride, stride // 2) if stride > 1 else (3, 1)
-        self.bn1 = nn.BatchNorm3d(in_channels)
+        self.bn1 = batch_norm(in_channels, streams)
         self.conv1 = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding)
-        self.bn2 = nn.BatchNorm3d(out_channels)
+        self.bn2 = batch_norm(out_channels, streams)
         self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1)
         self.shrink = nn.Conv3d(in_channels, out_channels, 1) if in_channels > out_channels else None
 
@@ -97,11 +132,11 @@ def bilinear_kernel(stride: int) -> torch.Tensor:
 class Upscore(nn.Module):
     """FCN upscore: 1^3 conv of coarse features to classes, fixed trilinear upsampling, plus 1^3 conv + BN of the skip."""
 
-    def __init__(self, coarse_channels: int, skip_channels: int, classes: int, stride: int) -> None:
+    def __init__(self, coarse_channels: int, skip_channels: int, classes: int, stride: int, streams: int = 1) -> None:
         super().__init__()
         self.stride, self.classes = stride, classes
         self.project = nn.Conv3d(coarse_channels, classes, 1)
-        self.skip = nn.Sequential(nn.Conv3d(skip_channels, classes, 1), nn.BatchNorm3d(classes))
+        self.skip = nn.Sequential(nn.Conv3d(skip_channels, classes, 1), batch_norm(classes, streams))
         if stride > 1:
             weight = torch.zeros(classes, classes, *bilinear_kernel(stride).shape)
             for c in range(classes):
@@ -117,20 +152,21 @@ class Upscore(nn.Module):
         return x + self.skip(skip)
 
 
-def residual_scale(config: ResidualFCNConfig, index: int) -> nn.Sequential:
+def residual_scale(config: ResidualFCNConfig, index: int, streams: int = 1) -> nn.Sequential:
     """The residual units of one scale; the first takes the previous scale's channels and strides."""
     f, stride = config.filters, config.strides[index]
     previous = f[max(index - 1, 0)]
-    return nn.Sequential(*(ResidualUnit(previous if u == 0 else f[index], f[index], stride if u == 0 else 1) for u in range(config.units_per_scale)))
+    return nn.Sequential(*(ResidualUnit(previous if u == 0 else f[index], f[index], stride if u == 0 else 1, streams)
+                           for u in range(config.units_per_scale)))
 
 
 class Decoder(nn.Module):
     """Upscore units from the coarsest scale to the finest, then the class scores (logits)."""
 
-    def __init__(self, config: ResidualFCNConfig) -> None:
+    def __init__(self, config: ResidualFCNConfig, streams: int = 1) -> None:
         super().__init__()
         f, s, c = config.filters, config.strides, config.classes
-        self.upscores = nn.ModuleList(Upscore(f[i + 1] if i == len(f) - 2 else c, f[i], c, s[i + 1]) for i in reversed(range(len(f) - 1)))
+        self.upscores = nn.ModuleList(Upscore(f[i + 1] if i == len(f) - 2 else c, f[i], c, s[i + 1], streams) for i in reversed(range(len(f) - 1)))
         self.last = nn.Conv3d(c, c, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -148,7 +184,8 @@ SEPARATE_DECODERS = {"Individual": True, "Joint": False, "V1": False, "V2": Fals
 class DualStreamFCN(nn.Module):
     """``forward(image, stream)``: stream 0 (MR) or 1 (CT) by default; see the module docstring for sharing.
 
-    Every part (stem, each scale, decoder) is a list of one shared module or one module per stream.
+    Every part (stem, each scale, decoder) is a list of one shared module or one module per stream; a
+    shared part keeps its batch-norm statistics per stream (:class:`StreamBatchNorm3d`).
     """
 
     def __init__(self, config: ResidualFCNConfig = ResidualFCNConfig()) -> None:
@@ -159,14 +196,18 @@ class DualStreamFCN(nn.Module):
         streams = len(config.streams)
 
         def per_stream(make, alone: bool) -> nn.ModuleList:
-            return nn.ModuleList(make() for _ in range(streams if alone else 1))
+            """``make(sharing streams)`` once per stream, or once for all."""
+            return nn.ModuleList(make(1) for _ in range(streams)) if alone else nn.ModuleList([make(streams)])
 
-        self.stem = per_stream(lambda: nn.Conv3d(1, config.filters[0], 3, padding=1), separate > 0)
-        self.scales = nn.ModuleList(per_stream(lambda i=i: residual_scale(config, i), i < separate) for i in range(scales))
-        self.decoder = per_stream(lambda: Decoder(config), SEPARATE_DECODERS[config.variant])
+        self.stem = per_stream(lambda _: nn.Conv3d(1, config.filters[0], 3, padding=1), separate > 0)
+        self.scales = nn.ModuleList(per_stream(lambda n, i=i: residual_scale(config, i, n), i < separate) for i in range(scales))
+        self.decoder = per_stream(lambda n: Decoder(config, n), SEPARATE_DECODERS[config.variant])
+        self.shared_norms = [m for m in self.modules() if isinstance(m, StreamBatchNorm3d)]  # a plain list: not submodules twice
 
     def forward(self, image: torch.Tensor, stream: int) -> torch.Tensor:
         check_input(image, 1, self.config.downsampling, self.config.streams[stream], spatial_dims=3)
+        for norm in self.shared_norms:
+            norm.stream = stream
 
         def pick(parts: nn.ModuleList) -> nn.Module:
             return parts[stream if len(parts) > 1 else 0]
