@@ -77,6 +77,12 @@ def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert "1 run(s) trained otherwise" in error["message"] and "its own --out" in error["message"]
 
+    # ... nor runs of a network whose shared layers averaged one batch-norm statistic over both modalities.
+    first.write_text(json.dumps({**json.loads(first.read_text()), "training": {k: v for k, v in bundled.items() if k != "network_design"}}))
+    assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1",
+                       "--variants", "V4", "Individual", "--schedule", "tiny"]) == EXIT_INPUT_ERROR
+    assert "1 run(s) trained otherwise" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+
     # ... nor runs of another length: the schedule is part of how a run was trained.
     first.write_text(json.dumps({**json.loads(first.read_text()), "training": bundled}))
     assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1",

@@ -26,6 +26,9 @@ from torch.nn import functional as F
 from crossmodal.nets.blocks import check_input
 
 VARIANTS = ("Individual", "Joint", "V1", "V2", "V3", "V4")
+DESIGN = 2
+"""The network's generation, which stored results record: 2 keeps a shared layer's batch-norm statistics per
+stream; 1 kept one average for both (its models still load and run as they did)."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from crossmodal.devices import describe_device, pick_device
 from crossmodal.errors import InputError
 from crossmodal.events import Events, make_events
 from crossmodal.labels import ABDOMEN
-from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
+from crossmodal.nets.residual_fcn import DESIGN, VARIANTS, ResidualFCNConfig
 from crossmodal.reproduce.common import RunStore, add_schedule_arguments, chosen_schedule, write_outputs
 from crossmodal.training.abdominal_training import DualStreamTrainer, alternating_batches
 from crossmodal.training.recipes import DualStreamRecipe, Subject, load_subjects, read_recipe, subject_dice
@@ -72,8 +72,9 @@ def split(subjects: list[Subject], repeat: int) -> list[list[Subject]]:
 
 
 def training_choices(recipe: DualStreamRecipe) -> dict:
-    """What a run takes from the bundled recipe (the rest is the schedule's); recorded with every run."""
-    return {key: getattr(recipe, key) for key in ("spatial_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate", "ct_window")}
+    """What a run takes from the bundled recipe (the rest is the schedule's), and the network's design; recorded with every run."""
+    keys = ("spatial_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate", "ct_window")
+    return {**{key: getattr(recipe, key) for key in keys}, "network_design": DESIGN}
 
 
 def run_variant(variant: str, train_sets: dict[str, list[Subject]], test_sets: dict[str, list[Subject]],
