@@ -88,3 +88,18 @@ def test_a_tiny_run_end_to_end_speaks_the_events_schema(tmp_path, capsys):
     assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out), "--repeats", "1",
                        "--variants", "V4", "Individual", "--schedule", "tiny", "--steps", "3"]) == EXIT_INPUT_ERROR
     assert "4 run(s) trained otherwise" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+
+
+def test_a_learning_curve_scores_the_test_volumes_along_one_training(tmp_path, capsys):
+    ct = write_phantom_nnunet(tmp_path / "ct", "CT", 2)
+    mr = write_phantom_nnunet(tmp_path / "mr", "MR", 2)
+    out = tmp_path / "out"
+    assert crossmodal(["reproduce", "--events", "jsonl", "dualstream", "--ct", str(ct), "--mr", str(mr), "--out", str(out),
+                       "--schedule", "tiny", "--steps", "5", "--curve", "V4", "--every", "2"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["outputs"]["json"] == str(out / "curve-V4.json")
+    points = json.loads((out / "curve-V4.json").read_text())["points"]
+    assert [p["step"] for p in points] == [2, 4, 5]  # every 2 steps and at the end
+    assert all(0 <= p[m]["average"] <= 1 and set(p[m]) == {"liver", "right kidney", "left kidney", "spleen", "average"} for p in points for m in ("MR", "CT"))
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # no table runs
+    assert "| 4 |" in (out / "curve-V4.md").read_text(encoding="utf-8")
