@@ -145,12 +145,17 @@ def test_a_soft_anatomy_reaches_the_segmentor_and_its_one_hot_the_decoder():
     assert torch.equal(net.reconstruct(anatomy, lge)["reconstruction"], net.reconstruct(hard, lge)["reconstruction"])
 
 
-def test_the_feature_segmentor_reads_each_encoders_maps_warped_and_fused_as_its_anatomy():
+def moving_alignment(segmentor: str) -> tuple[MMSDNet, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A small MMSDNet with this segmentor whose alignment moves things, a random pair and its outputs."""
     torch.manual_seed(0)
-    net = MMSDNet(MMSDNetConfig(filters=4, segmentor="features")).eval()
-    torch.nn.init.normal_(net.localisation.offsets.bias, std=0.1)  # an alignment that moves things
+    net = MMSDNet(MMSDNetConfig(filters=4, segmentor=segmentor)).eval()
+    torch.nn.init.normal_(net.localisation.offsets.bias, std=0.1)
     cine, lge = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
-    out = net(cine, lge)
+    return net, cine, lge, net(cine, lge)
+
+
+def test_the_feature_segmentor_reads_each_encoders_maps_warped_and_fused_as_its_anatomy():
+    net, cine, lge, out = moving_alignment("features")
     maps = {"anatomy1": net.anatomy[0].unet.features(cine), "anatomy2": net.anatomy[1].unet.features(lge)}
     maps["warped1"], maps["warped2"] = net.tps(maps["anatomy1"], out["offsets12"]), net.tps(maps["anatomy2"], out["offsets21"])
     maps["fused2"], maps["fused1"] = torch.maximum(maps["warped1"], maps["anatomy2"]), torch.maximum(maps["warped2"], maps["anatomy1"])
@@ -167,11 +172,7 @@ def test_the_feature_segmentor_reads_each_encoders_maps_warped_and_fused_as_its_
 
 
 def test_the_image_segmentor_reads_each_anatomy_beside_the_image_it_came_from():
-    torch.manual_seed(0)
-    net = MMSDNet(MMSDNetConfig(filters=4, segmentor="anatomy+image")).eval()
-    torch.nn.init.normal_(net.localisation.offsets.bias, std=0.1)  # an alignment that moves things
-    cine, lge = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
-    out = net(cine, lge)
+    net, cine, lge, out = moving_alignment("anatomy+image")
     warped_cine = net.tps(cine, out["offsets12"])
     assert not torch.allclose(warped_cine, cine)
     for key, image in (("anatomy1", cine), ("anatomy2", lge), ("warped1", warped_cine), ("fused2", lge), ("fused1", cine)):
