@@ -58,9 +58,10 @@ SCHEDULES = {
     "full": DualStreamSchedule("full", (16, 64, 128, 256, 512), 3, 64, 16, 10000, (1e-3, 1e-4)),
     # What a 2-core CPU runs for 36 trainings in about 3 hours with the bundled recipe's spatial augmentation
     # (measured: 0.33 s a step, 40-60 s to score a run's test volumes): 1/8 of the width, one unit per scale,
-    # 1/100 of the patches seen. Chosen by V4's learning curve (``--curve V4``: one 1000-step training, 4 of its
-    # MR and both CT test volumes, mean Dice MR / CT): 250 steps 0.32 / 0.00, 500 0.50 / 0.65, 750 0.54 / 0.80,
-    # 1000 0.60 / 0.70; at 500 the liver is still half "kidney" on MR. At this length the paper's 1e-4 would leave the dual-stream variants
+    # 1/100 of the patches seen. Chosen by V4's learning curve (one 1000-step training on fold 0 of repeat 0,
+    # scored on 4 of its 8 MR and both CT test volumes; ``--curve V4`` draws it on all): mean Dice MR / CT at
+    # 250 steps 0.32 / 0.00, 500 0.50 / 0.65, 750 0.54 / 0.80, 1000 0.60 / 0.70; at 500 the MR liver is still
+    # half "kidney". At this length the paper's 1e-4 would leave the dual-stream variants
     # barely trained, so every variant gets 1e-3 and the comparison stays like for like.
     "reduced": DualStreamSchedule("reduced", (8, 16, 32, 64, 128), 1, 48, 2, 750, (1e-3, 1e-3)),
     # Seconds on a CPU: checks that the whole pipeline runs (smoke tests, demos); not a result.
