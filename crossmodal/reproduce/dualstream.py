@@ -209,6 +209,11 @@ def markdown(table: dict, tests: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def modality_subjects(args: argparse.Namespace, recipe: DualStreamRecipe) -> dict[str, list[Subject]]:
+    """The MR and CT subjects of ``--mr`` and ``--ct``, prepared as the recipe's model sees them."""
+    return {m: load_subjects(folder, m, ct_window=recipe.ct_window) for m, folder in (("MR", args.mr), ("CT", args.ct))}
+
+
 def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     events = events or make_events(None)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
         raise InputError("--recipe", f"is a {recipe.architecture} recipe, not a dual-stream FCN's")
     choices = training_choices(recipe)
     if args.curve:
-        subjects = {m: load_subjects(folder, m, ct_window=recipe.ct_window) for m, folder in (("MR", args.mr), ("CT", args.ct))}
+        subjects = modality_subjects(args, recipe)
         folds = {m: split(s, 0) for m, s in subjects.items()}
         points = learning_curve(args.curve, {m: f[1] for m, f in folds.items()}, {m: f[0] for m, f in folds.items()}, schedule, recipe,
                                 device, args.every)
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     if other:
         raise InputError(args.out, f"holds {len(other)} run(s) trained otherwise than {choices} at the {schedule.name} schedule of "
                                    f"{schedule.steps} steps: give this training its own --out")
-    subjects = {m: load_subjects(folder, m, ct_window=recipe.ct_window) for m, folder in (("MR", args.mr), ("CT", args.ct))}
+    subjects = modality_subjects(args, recipe)
     total, done = args.repeats * 2 * len(args.variants), 0
     events.progress("runs", 0, total)
     for repeat in range(args.repeats):

@@ -198,15 +198,13 @@ class Subject:
     """Manual labels on the subject's own grid."""
 
 
-def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None,
-                  spacing_mm: float = SPACING_MM) -> list[Subject]:
-    """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN on a ``spacing_mm`` grid."""
+def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None) -> list[Subject]:
+    """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN."""
     dataset = read_nnunet_dataset(folder)
     subjects = []
     for i, case in enumerate(dataset.cases, 1):
         image, labels = sitk.ReadImage(str(case.images[0])), dataset.read_label(case)
-        prepared = prepare_volume(image, modality, labels, spacing_mm=spacing_mm, ct_window=tuple(ct_window) if ct_window else None,
-                                  source=str(case.images[0]))
+        prepared = prepare_volume(image, modality, labels, ct_window=tuple(ct_window) if ct_window else None, source=str(case.images[0]))
         subjects.append(Subject(case.case_id, modality, prepared, sitk.GetArrayFromImage(labels)))
         if progress:
             progress(f"loading {modality}", i, len(dataset.cases))
