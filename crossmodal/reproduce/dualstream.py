@@ -75,6 +75,11 @@ def split(subjects: list[Subject], repeat: int) -> list[list[Subject]]:
     return [[subjects[i] for i in order[f::2]] for f in range(2)]
 
 
+def fold_sets(folds: dict[str, list[list[Subject]]], fold: int) -> tuple[dict[str, list[Subject]], dict[str, list[Subject]]]:
+    """Per modality, the training subjects (the other fold) and the test subjects (this ``fold``)."""
+    return {m: f[1 - fold] for m, f in folds.items()}, {m: f[fold] for m, f in folds.items()}
+
+
 def training_choices(recipe: DualStreamRecipe) -> dict:
     """What a run takes from the bundled recipe (the rest is the schedule's), and the network's design; recorded with every run."""
     keys = ("spatial_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate", "ct_window")
@@ -237,9 +242,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     choices = training_choices(recipe)
     if args.curve:
         subjects = modality_subjects(args, recipe)
-        folds = {m: split(s, 0) for m, s in subjects.items()}
-        points = learning_curve(args.curve, {m: f[1] for m, f in folds.items()}, {m: f[0] for m, f in folds.items()}, schedule, recipe,
-                                device, args.every)
+        points = learning_curve(args.curve, *fold_sets({m: split(s, 0) for m, s in subjects.items()}, 0), schedule, recipe, device, args.every)
         args.out.mkdir(parents=True, exist_ok=True)
         report = {"variant": args.curve, "schedule": asdict(schedule), "training": choices, "points": points}
         events.result(write_outputs(args.out, f"curve-{args.curve}", report, curve_markdown(args.curve, points, schedule, describe_device(device))))
@@ -262,9 +265,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
                     events.progress("runs", done, total)
                     continue
                 start = time.perf_counter()
-                test_sets = {m: folds[m][fold] for m in MODALITIES}
-                train_sets = {m: folds[m][1 - fold] for m in MODALITIES}
-                run = run_variant(variant, train_sets, test_sets, schedule, recipe, device, seed=repeat)
+                run = run_variant(variant, *fold_sets(folds, fold), schedule, recipe, device, seed=repeat)
                 run.update(repeat=repeat, fold=fold, variant=variant, training=choices, schedule=trained_as, wall_seconds=time.perf_counter() - start)
                 store.save(run, repeat, fold, variant)
                 events.metrics("runs", done, {"repeat": repeat, "fold": fold, "seconds": run["wall_seconds"]})
