@@ -1,10 +1,12 @@
 """The Table 1 runner: patient splits, fractions, statistics, and a tiny end-to-end run with resume."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
-from crossmodal.reproduce.mmsdnet import main, make_folds, significance, summarise
+from crossmodal.reproduce.mmsdnet import ENSEMBLE, main, make_folds, significance, summarise
 
 
 def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint():
@@ -44,7 +46,18 @@ def test_summary_pools_folds_and_the_test_compares_with_the_best_other_method():
     assert table["MMSDNet-multi"]["100"]["volume_myocardium"]["mean"] == pytest.approx(0.75)
     assert table["MMSDNet-multi"]["100"]["volume_mean"]["mean"] == pytest.approx(0.825)
     tests = significance(table)
-    assert tests["100"]["against"] == "UNet-single" and tests["100"]["difference"] > 0
+    assert tests["MMSDNet-multi"]["100"]["against"] == "UNet-single" and tests["MMSDNet-multi"]["100"]["difference"] > 0
+    assert ENSEMBLE not in tests  # not run
+
+
+def test_the_ensemble_is_tested_against_the_best_method_without_mmsdnet():
+    runs = [run("UNet-single", 100, 0, {"UNet-single": {str(p): patient_scores(0.7, 0.8) for p in range(6)}}),
+            run("MMSDNet", 100, 0, {"MMSDNet-multi": {str(p): patient_scores(0.9, 0.9) for p in range(6)}}),
+            run(ENSEMBLE, 100, 0, {ENSEMBLE: {str(p): patient_scores(0.75 + p / 100, 0.85) for p in range(6)}})]
+    tests = significance(summarise(runs))
+    assert tests[ENSEMBLE]["100"]["against"] == "UNet-single"  # never MMSDNet-multi, one of its own members
+    assert tests[ENSEMBLE]["100"]["difference"] == pytest.approx(0.0625)
+    assert tests["MMSDNet-multi"]["100"]["against"] == "UNet-single"
 
 
 def test_a_patient_tested_with_several_seeds_counts_once_at_its_mean_over_them():
@@ -71,6 +84,33 @@ def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tm
     assert main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
     assert '"event": "run"' not in capsys.readouterr().out  # nothing re-trained
+
+
+def test_the_ensemble_averages_its_members_trained_as_their_own_rows(phantom_mscmrseg):
+    """The ensemble's members are exactly MMSDNet and UNet-single trained alone with the same seed; its score is
+    that of their averaged probabilities; it cannot train where UNet-single cannot (0 % LGE masks)."""
+    import numpy as np
+
+    from crossmodal.datasets import discover_mscmrseg
+    from crossmodal.pairing import PairingConfig
+    from crossmodal.reproduce.mmsdnet import SCHEDULES, run_fold_method, train_fold_method
+    from crossmodal.training.cardiac_data import load_patient
+    from crossmodal.training.evaluation import predict_patient, score_native
+
+    cases = [c for c in discover_mscmrseg(phantom_mscmrseg) if c.is_pair]
+    patients = {c.patient: load_patient(c, PairingConfig(spacing_mm=2.0, size=96)) for c in cases}
+    labelled = sorted(p for p in patients if patients[p].lge_reference is not None)
+    fold = make_folds(labelled, sorted(set(patients) - set(labelled)))[0]
+    schedule = replace(SCHEDULES["reduced"], steps=2, validate_every=1, filters=4)
+    device = torch.device("cpu")
+    result = run_fold_method(fold, ENSEMBLE, 100, patients, schedule, device, seed=3)
+    assert set(result["scores"]) == {ENSEMBLE} and set(result["member_scores"]) == {"MMSDNet-multi", "MMSDNet-single", "UNet-single"}
+    members = [train_fold_method(fold, name, 100, patients, schedule, device, seed=3)[0] for name in ("MMSDNet", "UNet-single")]
+    test = patients[fold.test[0]]
+    probabilities = [predict_patient(members[0], test)["MMSDNet-multi"], predict_patient(members[1], test)["UNet-single"]]
+    assert result["member_scores"]["UNet-single"][str(test.patient)] == score_native(test, probabilities[1])
+    assert result["scores"][ENSEMBLE][str(test.patient)] == score_native(test, np.mean(probabilities, axis=0))
+    assert run_fold_method(fold, ENSEMBLE, 0, patients, schedule, device, seed=3)["trained"] is False
 
 
 def test_the_bundle_is_compared_with_a_unet_on_its_own_split(models, phantom_mscmrseg, tmp_path):
