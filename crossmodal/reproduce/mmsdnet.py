@@ -15,6 +15,7 @@ seeds each; on a CPU (``reduced``: about 2 h 15 min on 2 cores with native bfloa
 registration baselines.
 A method trained with several seeds counts each test patient once, at its mean over the seeds.
 UNet-paired is not in the paper: a U-Net on the LGE beside its paired cine, the plainest fusion there is.
+Nor is ``--methods MMSDNet+UNet`` (never in a protocol by default): MMSDNet-multi averaged with UNet-single.
 
 Every finished (seed, fold, method, fraction) run is saved at once under ``<out>/runs/``; running the
 command again resumes where it stopped. The results go to ``table1.md`` and ``table1.json``.
