@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from crossmodal.reproduce.mmsdnet import ENSEMBLE, main, make_folds, significance, summarise
+from crossmodal.reproduce.mmsdnet import CONTROL, ENSEMBLE, main, make_folds, significance, summarise
 
 
 def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint():
@@ -53,10 +53,13 @@ def test_summary_pools_folds_and_the_test_compares_with_the_best_other_method():
 def test_the_ensemble_is_tested_against_the_best_method_without_mmsdnet():
     runs = [run("UNet-single", 100, 0, {"UNet-single": {str(p): patient_scores(0.7, 0.8) for p in range(6)}}),
             run("MMSDNet", 100, 0, {"MMSDNet-multi": {str(p): patient_scores(0.9, 0.9) for p in range(6)}}),
-            run(ENSEMBLE, 100, 0, {ENSEMBLE: {str(p): patient_scores(0.75 + p / 100, 0.85) for p in range(6)}})]
+            run(ENSEMBLE, 100, 0, {ENSEMBLE: {str(p): patient_scores(0.75 + p / 100, 0.85) for p in range(6)},
+                                   CONTROL: {str(p): patient_scores(0.78, 0.8) for p in range(6)}})]
     tests = significance(summarise(runs))
-    assert tests[ENSEMBLE]["100"]["against"] == "UNet-single"  # never MMSDNet-multi, one of its own members
+    assert tests[ENSEMBLE]["100"]["against"] == "UNet-single"  # never MMSDNet-multi or the control, which contain MMSDNet
     assert tests[ENSEMBLE]["100"]["difference"] == pytest.approx(0.0625)
+    assert tests[f"{ENSEMBLE} vs control"]["100"]["against"] == CONTROL
+    assert tests[f"{ENSEMBLE} vs control"]["100"]["difference"] == pytest.approx(0.0225)
     assert tests["MMSDNet-multi"]["100"]["against"] == "UNet-single"
 
 
@@ -87,10 +90,8 @@ def test_a_tiny_run_end_to_end_writes_the_table_and_resumes(phantom_mscmrseg, tm
 
 
 def test_the_ensemble_averages_its_members_trained_as_their_own_rows(phantom_mscmrseg):
-    """The ensemble's members are exactly MMSDNet and UNet-single trained alone with the same seed; its score is
-    that of their averaged probabilities; it cannot train where UNet-single cannot (0 % LGE masks)."""
-    import numpy as np
-
+    """The ensemble's members are exactly MMSDNet and UNet-single trained alone with the same seed; its scores are
+    those of their averaged probabilities, with and without the cine; it cannot train where UNet-single cannot."""
     from crossmodal.datasets import discover_mscmrseg
     from crossmodal.pairing import PairingConfig
     from crossmodal.reproduce.mmsdnet import SCHEDULES, run_fold_method, train_fold_method
@@ -104,12 +105,13 @@ def test_the_ensemble_averages_its_members_trained_as_their_own_rows(phantom_msc
     schedule = replace(SCHEDULES["reduced"], steps=2, validate_every=1, filters=4)
     device = torch.device("cpu")
     result = run_fold_method(fold, ENSEMBLE, 100, patients, schedule, device, seed=3)
-    assert set(result["scores"]) == {ENSEMBLE} and set(result["member_scores"]) == {"MMSDNet-multi", "MMSDNet-single", "UNet-single"}
+    assert set(result["scores"]) == {ENSEMBLE, CONTROL} and set(result["member_scores"]) == {"MMSDNet-multi", "MMSDNet-single", "UNet-single"}
     members = [train_fold_method(fold, name, 100, patients, schedule, device, seed=3)[0] for name in ("MMSDNet", "UNet-single")]
     test = patients[fold.test[0]]
-    probabilities = [predict_patient(members[0], test)["MMSDNet-multi"], predict_patient(members[1], test)["UNet-single"]]
-    assert result["member_scores"]["UNet-single"][str(test.patient)] == score_native(test, probabilities[1])
-    assert result["scores"][ENSEMBLE][str(test.patient)] == score_native(test, np.mean(probabilities, axis=0))
+    mmsdnet, unet = predict_patient(members[0], test), predict_patient(members[1], test)["UNet-single"]
+    assert result["member_scores"]["UNet-single"][str(test.patient)] == score_native(test, unet)
+    assert result["scores"][ENSEMBLE][str(test.patient)] == score_native(test, (mmsdnet["MMSDNet-multi"] + unet) / 2)
+    assert result["scores"][CONTROL][str(test.patient)] == score_native(test, (mmsdnet["MMSDNet-single"] + unet) / 2)
     assert run_fold_method(fold, ENSEMBLE, 0, patients, schedule, device, seed=3)["trained"] is False
 
 

@@ -63,13 +63,17 @@ COLUMNS = (*CARDIAC_MYO_LV.names, "mean")
 LEARNED = ("UNet-single", "UNet-both", "UNet-paired", "DualStream", "MMSDNet")
 ENSEMBLE = "MMSDNet+UNet"
 """Not in the paper, asked for by name (``--methods``): MMSDNet and UNet-single trained on the fold exactly as
-their own rows are (same seed, each choosing its own checkpoint), their fused and LGE-only probabilities
-averaged. It asks whether the aligned cine adds to a strong LGE segmentor, rather than replacing it."""
-ENSEMBLE_MEMBERS = {"MMSDNet": "MMSDNet-multi", "UNet-single": "UNet-single"}
-"""Each member method and the output of it that the ensemble averages."""
-ROWS = ("copy masks", "registration", "UNet-single", "UNet-both", "UNet-paired", "DualStream", "MMSDNet-single", "MMSDNet-multi", ENSEMBLE)
+their own rows are (same seed, each choosing its own checkpoint), their probabilities averaged. It asks
+whether the aligned cine adds to a strong LGE segmentor, rather than replacing it."""
+CONTROL = "MMSDNet-single+UNet"
+"""The ensemble's control: the same two networks without the cine, so that what averaging two different
+networks gains is not credited to the cine."""
+ENSEMBLES = {ENSEMBLE: ("MMSDNet-multi", "UNet-single"), CONTROL: ("MMSDNet-single", "UNet-single")}
+"""The rows an ensemble run fills and the member outputs each averages."""
+ENSEMBLE_MEMBERS = ("MMSDNet", "UNet-single")
+ROWS = ("copy masks", "registration", "UNet-single", "UNet-both", "UNet-paired", "DualStream", "MMSDNet-single", "MMSDNet-multi", *ENSEMBLES)
 TESTED = ("MMSDNet-multi", ENSEMBLE)
-"""Rows tested against the best row that does not contain MMSDNet."""
+"""Rows tested against the best row that does not contain MMSDNet; the ensemble also against its control."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def run_fold_method(fold: Fold, method_name: str, fraction: int, patients: dict[
                     schedule: ReproductionSchedule, device: torch.device, seed: int) -> dict:
     """Train one method (the ensemble: each of its members) on one fold at one LGE-mask fraction; score its
     outputs on the test patients (the ensemble's members under ``member_scores``, so that their own rows stay theirs)."""
-    members = list(ENSEMBLE_MEMBERS) if method_name == ENSEMBLE else [method_name]
+    members = ENSEMBLE_MEMBERS if method_name == ENSEMBLE else (method_name,)
     trained = {name: train_fold_method(fold, name, fraction, patients, schedule, device, seed) for name in members}
     if any(t is None for t in trained.values()):
         return {"trained": False, "reason": "no labelled LGE slices to learn from"}
@@ -187,7 +191,7 @@ def run_fold_method(fold: Fold, method_name: str, fraction: int, patients: dict[
     for p in fold.test:
         outputs = {name: probs for method, _ in trained.values() for name, probs in predict_patient(method, patients[p]).items()}
         if method_name == ENSEMBLE:
-            outputs[ENSEMBLE] = np.mean([outputs[name] for name in ENSEMBLE_MEMBERS.values()], axis=0)
+            outputs.update({row: np.mean([outputs[name] for name in averaged], axis=0) for row, averaged in ENSEMBLES.items()})
         for name, probs in outputs.items():
             scores.setdefault(name, {})[str(p)] = score_native(patients[p], probs)
     results = {name: result for name, (_, result) in trained.items()}
@@ -195,7 +199,7 @@ def run_fold_method(fold: Fold, method_name: str, fraction: int, patients: dict[
         result = results[method_name]
         return {"trained": True, "best_step": result.best_step, "validation": result.best_score, "seconds": result.seconds, "scores": scores}
     return {"trained": True, "best_step": {n: r.best_step for n, r in results.items()}, "validation": {n: r.best_score for n, r in results.items()},
-            "seconds": sum(r.seconds for r in results.values()), "scores": {ENSEMBLE: scores.pop(ENSEMBLE)}, "member_scores": scores}
+            "seconds": sum(r.seconds for r in results.values()), "scores": {row: scores.pop(row) for row in ENSEMBLES}, "member_scores": scores}
 
 
 def run_baselines(fold: Fold, patients: dict[int, CardiacPatient], spacing_mm: float) -> dict:
@@ -235,17 +239,19 @@ def _statistics(per_seed: dict[int, dict[str, dict]]) -> dict:
 
 def significance(table: dict) -> dict:
     """Wilcoxon signed-rank test, per fraction, of each :data:`TESTED` row against the best row without
-    MMSDNet (mean Dice per patient): ``{row: {fraction: test}}``."""
+    MMSDNet, and of the ensemble against its control (mean Dice per patient): ``{row: {fraction: test}}``,
+    the control's under ``"<ensemble> vs control"``."""
     tests: dict[str, dict] = {}
-    for ours in TESTED:
-        for fraction in map(str, FRACTIONS):
-            others = {r: t[fraction] for r, t in table.items() if "MMSDNet" not in r and fraction in t}
-            if fraction not in table.get(ours, {}) or not others:
+    for fraction in map(str, FRACTIONS):
+        others = {r: t[fraction] for r, t in table.items() if "MMSDNet" not in r and fraction in t}
+        best = max(others, key=lambda r: others[r]["volume_mean"]["mean"]) if others else None
+        pairs = [(ours, ours, best) for ours in TESTED] + [(f"{ENSEMBLE} vs control", ENSEMBLE, CONTROL)]
+        for name, ours, against in pairs:
+            if against is None or fraction not in table.get(ours, {}) or fraction not in table.get(against, {}):
                 continue
-            best = max(others, key=lambda r: others[r]["volume_mean"]["mean"])
-            a, b = np.array(table[ours][fraction]["volume_mean"]["values"]), np.array(others[best]["volume_mean"]["values"])
+            a, b = (np.array(table[row][fraction]["volume_mean"]["values"]) for row in (ours, against))
             p = float(wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
-            tests.setdefault(ours, {})[fraction] = {"against": best, "difference": float(np.mean(a - b)), "p_value": p, "patients": len(a)}
+            tests.setdefault(name, {})[fraction] = {"against": against, "difference": float(np.mean(a - b)), "p_value": p, "patients": len(a)}
     return tests
 
 
