@@ -71,9 +71,13 @@ networks gains is not credited to the cine."""
 ENSEMBLES = {ENSEMBLE: ("MMSDNet-multi", "UNet-single"), CONTROL: ("MMSDNet-single", "UNet-single")}
 """The rows an ensemble run fills and the member outputs each averages."""
 ENSEMBLE_MEMBERS = ("MMSDNet", "UNet-single")
+TRAINS_MMSDNET = ("MMSDNet", ENSEMBLE)
+"""Methods that train an MMSDNet: its seeds and its segmentor apply to them."""
 ROWS = ("copy masks", "registration", "UNet-single", "UNet-both", "UNet-paired", "DualStream", "MMSDNet-single", "MMSDNet-multi", *ENSEMBLES)
+MMSDNET_ROWS = ("MMSDNet-single", "MMSDNet-multi", *ENSEMBLES)
+"""Rows with an MMSDNet output in them: never the comparison a tested row is held against."""
 TESTED = ("MMSDNet-multi", ENSEMBLE)
-"""Rows tested against the best row that does not contain MMSDNet; the ensemble also against its control."""
+"""Rows tested against the best row outside :data:`MMSDNET_ROWS`; the ensemble also against its control."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class ReproductionSchedule:
     """MMSDNet's segmentor (see :attr:`MMSDNetConfig.segmentor`): the paper's, or an ablation's (``--segmentor``)."""
 
     def seeds_of(self, method: str) -> int:
-        return self.mmsdnet_seeds if method in ("MMSDNet", ENSEMBLE) else self.seeds
+        return self.mmsdnet_seeds if method in TRAINS_MMSDNET else self.seeds
 
 
 SCHEDULES = {
@@ -243,7 +247,7 @@ def significance(table: dict) -> dict:
     the control's under ``"<ensemble> vs control"``."""
     tests: dict[str, dict] = {}
     for fraction in map(str, FRACTIONS):
-        others = {r: t[fraction] for r, t in table.items() if "MMSDNet" not in r and fraction in t}
+        others = {r: t[fraction] for r, t in table.items() if r not in MMSDNET_ROWS and fraction in t}
         best = max(others, key=lambda r: others[r]["volume_mean"]["mean"]) if others else None
         pairs = [(ours, ours, best) for ours in TESTED] + [(f"{ENSEMBLE} vs control", ENSEMBLE, CONTROL)]
         for name, ours, against in pairs:
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     pairing = PairingConfig(spacing_mm=schedule.spacing_mm, size=schedule.size)
     patients = {c.patient: load_patient(c, pairing) for c in cases + lge_only}
     store = RunStore(args.out)
-    other = {run.get("segmentor", PAPER_SEGMENTOR) for run in store.all() if run["method"] in ("MMSDNet", ENSEMBLE)} - {schedule.segmentor}
+    other = {run.get("segmentor", PAPER_SEGMENTOR) for run in store.all() if run["method"] in TRAINS_MMSDNET} - {schedule.segmentor}
     if other:
         raise SystemExit(f"{args.out} holds MMSDNet runs with the {', '.join(sorted(other))} segmentor, not {schedule.segmentor}: give this run its own --out")
 
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
             else:
                 run = run_fold_method(fold, method_name, fraction, patients, schedule, device, seed)
             run.update(fold=fold.index, method=method_name, fraction=fraction, seed=seed, wall_seconds=time.perf_counter() - start)
-            if method_name in ("MMSDNet", ENSEMBLE):
+            if method_name in TRAINS_MMSDNET:
                 run["segmentor"] = schedule.segmentor
             store.save(run, *key)
             values = {"fold": fold.index, "fraction": fraction, "seed": seed, "seconds": run["wall_seconds"]}
