@@ -7,11 +7,15 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from crossmodal.bundles import ModelCard, load_bundle, save_bundle
+from dataclasses import replace
+
+from crossmodal.bundles import LGE_UNET, ModelCard, load_bundle, save_bundle
 from crossmodal.cardiac_inference import OUTPUTS, displacement_transform, segment_cardiac
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid
 from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.nets.blocks import UNet
+from crossmodal.nets.ensemble import LGEEnsemble
 from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
 from crossmodal.phantoms import cardiac_pair
 
@@ -58,6 +62,9 @@ def test_a_tampered_weights_file_is_refused_before_it_is_read(bundle):
         (lambda b: (b / "card.json").write_text("{not json"), "is not a valid model card"),
         (lambda b: _edit_card(b, architecture="Nope"), "unknown architecture 'Nope'"),
         (lambda b: _edit_card(b, hyperparameters={**CONFIG.as_dict(), "filters": 8}), "does not fit the MMSDNet"),
+        # The card promises an LGE U-Net that the weights do not hold, or one the network cannot be built with.
+        (lambda b: _edit_card(b, hyperparameters={**CONFIG.as_dict(), LGE_UNET: {"filters": 4, "depth": 4}}), "does not fit the MMSDNet"),
+        (lambda b: _edit_card(b, hyperparameters={**CONFIG.as_dict(), LGE_UNET: {"width": 4}}), "card.json: .*unexpected keyword argument 'width'"),
         # A card of the first design (per-modality modality encoders and decoders) recorded no design.
         (lambda b: _edit_card(b, hyperparameters={k: v for k, v in CONFIG.as_dict().items() if k not in ("design", "segmentor_filters")}),
          r"card.json: MMSDNet design 1 is not this version's \(2\): train the model again"),
@@ -96,6 +103,28 @@ def _edit_card(bundle, **changes):
 @pytest.fixture(scope="module")
 def pair():
     return cardiac_pair(seed=4)
+
+
+def test_an_ensemble_bundle_averages_its_lge_unet_into_the_lge_results_only(tmp_path, pair):
+    """The LGE alone and the fused LGE become the mean of MMSDNet's and the U-Net's probabilities; the cine's
+    results, the cine warped onto the LGE and the alignment stay MMSDNet's; inference reads it as an MMSDNet."""
+    torch.manual_seed(0)
+    mmsdnet, unet = MMSDNet(CONFIG).eval(), UNet(1, CONFIG.classes, 4, 4).eval()
+    ensemble_card = replace(card(), hyperparameters={**CONFIG.as_dict(), LGE_UNET: {"filters": 4, "depth": 4}})
+    save_bundle(tmp_path / "ensemble", LGEEnsemble(mmsdnet, unet), ensemble_card)
+    loaded_card, network = load_bundle(tmp_path / "ensemble")
+    assert isinstance(network, LGEEnsemble)
+    cine, lge = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        own, joined, from_unet = mmsdnet(cine, lge), network(cine, lge), torch.softmax(unet(lge), dim=1)
+        lge_only = network(None, lge)
+    for key in ("logits_anatomy2", "logits_fused2"):
+        assert torch.allclose(torch.softmax(joined[key], dim=1), (torch.softmax(own[key], dim=1) + from_unet) / 2, atol=1e-6), key
+    assert torch.allclose(lge_only["logits_anatomy2"], joined["logits_anatomy2"], atol=1e-6)
+    for key in ("logits_anatomy1", "logits_warped1", "logits_fused1", "logits_warped2", "offsets12", "anatomy2"):
+        assert torch.equal(joined[key], own[key]), key
+    result = segment_cardiac(network, loaded_card, lge=pair.lge, cine=pair.cine)
+    assert set(result.masks) == set(OUTPUTS) and Grid.of(result.masks["fused LGE"]) == Grid.of(pair.lge)
 
 
 def test_pair_inference_returns_every_output_on_its_own_modality_grid(pair):

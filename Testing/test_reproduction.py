@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from crossmodal.reproduce.mmsdnet import CONTROL, ENSEMBLE, main, make_folds, significance, summarise
+from crossmodal.training.evaluation import predict_patient, score_native
 
 
 def test_every_labelled_patient_is_tested_exactly_once_and_splits_are_disjoint():
@@ -96,7 +97,6 @@ def test_the_ensemble_averages_its_members_trained_as_their_own_rows(phantom_msc
     from crossmodal.pairing import PairingConfig
     from crossmodal.reproduce.mmsdnet import SCHEDULES, run_fold_method, train_fold_method
     from crossmodal.training.cardiac_data import load_patient
-    from crossmodal.training.evaluation import predict_patient, score_native
 
     cases = [c for c in discover_mscmrseg(phantom_mscmrseg) if c.is_pair]
     patients = {c.patient: load_patient(c, PairingConfig(spacing_mm=2.0, size=96)) for c in cases}
@@ -115,20 +115,37 @@ def test_the_ensemble_averages_its_members_trained_as_their_own_rows(phantom_msc
     assert run_fold_method(fold, ENSEMBLE, 0, patients, schedule, device, seed=3)["trained"] is False
 
 
-def test_the_bundle_is_compared_with_a_unet_on_its_own_split(models, phantom_mscmrseg, tmp_path):
-    """UNet-single trains on the bundle's recipe and is scored on the bundle's validation patients, beside its card."""
-    from crossmodal.bundles import read_card
+def test_the_bundle_is_compared_with_a_unet_on_its_own_split_and_their_ensemble_is_written_as_a_bundle(models, phantom_mscmrseg, tmp_path):
+    """UNet-single trains on the bundle's recipe and is scored on the bundle's validation patients beside the
+    bundle and the two averaged; the ensemble bundle written computes exactly what was scored."""
+    from crossmodal.bundles import LGE_UNET, load_bundle, read_card
+    from crossmodal.nets.ensemble import LGEEnsemble
     from crossmodal.reproduce import bundle_baseline
+    from crossmodal.training.methods import MMSDNetMethod
+    from crossmodal.training.recipes import read_recipe
 
-    out = tmp_path / "baseline"
+    out, ensemble = tmp_path / "baseline", tmp_path / "ensemble"
     assert bundle_baseline.main(["--bundle", str(models["cardiac"]), "--data", str(phantom_mscmrseg), "--out", str(out),
-                                 "--filters", "4", "--steps", "2", "--device", "cpu"]) == 0
+                                 "--filters", "4", "--steps", "2", "--device", "cpu", "--ensemble", str(ensemble), "--version", "9.0.0"]) == 0
     result = json.loads((out / "bundle_baseline.json").read_text())
     card = read_card(models["cardiac"])
     held_out = [str(p) for p in card.validation["patients"]]
     assert {name: sorted(rows) for name, rows in result["dice_native_lge"].items()} == {
-        "MMSDNet-multi": held_out, "MMSDNet-single": held_out, "UNet-single": held_out}
-    assert result["dice_native_lge"]["MMSDNet-multi"] == {p: card.validation["dice_native_lge"][p]["MMSDNet-multi"] for p in held_out}
+        name: held_out for name in ("MMSDNet-multi", "MMSDNet-single", "UNet-single", ENSEMBLE, CONTROL)}
+    for name in ("MMSDNet-multi", "MMSDNet-single"):  # the bundle scored again gives its card's figures
+        for p in held_out:
+            assert result["dice_native_lge"][name][p] == pytest.approx(card.validation["dice_native_lge"][p][name])
     assert all(0 <= v <= 1 for v in result["dice_native_lge"]["UNet-single"][held_out[0]].values())
     assert result["meta"]["steps"] == 2 and list(result["meta"]["validation_curve"]) == ["2"]
     assert "| UNet-single |" in (out / "bundle_baseline.md").read_text(encoding="utf-8")
+
+    written, network = load_bundle(ensemble)
+    assert isinstance(network, LGEEnsemble) and written.version == "9.0.0" and written.hyperparameters[LGE_UNET]["filters"] == 4
+    assert (ensemble / "recipe.json").read_text() == (models["cardiac"] / "recipe.json").read_text()
+    patient = next(p for p in read_recipe(ensemble / "recipe.json", data={"mscmrseg": str(phantom_mscmrseg)}).split(lambda *_: None).validation)
+    shipped = MMSDNetMethod(network.config, torch.device("cpu"))
+    shipped.network = network  # the product's network, read through the reproduction's prediction
+    predicted = predict_patient(shipped, patient)
+    for name, row in (("MMSDNet-multi", ENSEMBLE), ("MMSDNet-single", CONTROL)):
+        scored = written.validation["dice_native_lge"][str(patient.patient)][row]
+        assert score_native(patient, predicted[name])["volume"] == pytest.approx(scored, abs=1e-6), row

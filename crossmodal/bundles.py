@@ -26,6 +26,9 @@ CARD, WEIGHTS, RECIPE = "card.json", "model.pt", "recipe.json"
 """A bundle's files; ``recipe.json`` is the recipe it was trained with, to train another like it."""
 MIRRORED_PATCHES = "mirrored_patches"
 """Key of a card's ``training`` record: true when the model was trained on left-right mirrored patches."""
+LGE_UNET = "lge_unet"
+"""Key of an MMSDNet card's hyper-parameters: the U-Net (``filters``, ``depth``) whose LGE probabilities the
+bundle averages with MMSDNet's (see :mod:`crossmodal.nets.ensemble`); absent: MMSDNet alone."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class ModelCard:
     def trained_mirrored(self) -> bool:
         """Whether test-time mirroring suits the model: it was trained on mirrored patches, so it knows a flipped body."""
         return bool(self.training.get(MIRRORED_PATCHES))
+
+    @property
+    def network_name(self) -> str:
+        """What a user is told the model is: the architecture, with the U-Net beside it where the bundle carries one."""
+        return f"{self.architecture} + LGE U-Net" if LGE_UNET in self.hyperparameters else self.architecture
 
     @staticmethod
     def label_entries(label_set: LabelSet) -> list[dict]:
@@ -107,7 +115,7 @@ def load_bundle(folder: Path, device: torch.device | str = "cpu") -> tuple[Model
         raise InputError(weights, f"could not be read as PyTorch weights ({type(error).__name__}: {error})") from None
     try:
         network = ARCHITECTURES[card.architecture](card.hyperparameters)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:  # TypeError: a hyper-parameter the network does not take
         raise InputError(folder / CARD, str(error)) from None
     try:
         network.load_state_dict(state)
@@ -117,10 +125,16 @@ def load_bundle(folder: Path, device: torch.device | str = "cpu") -> tuple[Model
 
 
 def _mmsdnet(hyperparameters: dict) -> torch.nn.Module:
+    from crossmodal.nets.blocks import UNet
+    from crossmodal.nets.ensemble import LGEEnsemble
     from crossmodal.nets.mmsdnet import MMSDNet, MMSDNetConfig
 
+    own = {k: v for k, v in hyperparameters.items() if k != LGE_UNET}
     # Cards from before the design was recorded are of design 1 (one modality encoder and decoder per modality).
-    return MMSDNet(MMSDNetConfig(**{"design": 1, **hyperparameters, "modalities": tuple(hyperparameters["modalities"])}))
+    mmsdnet = MMSDNet(MMSDNetConfig(**{"design": 1, **own, "modalities": tuple(own["modalities"])}))
+    if LGE_UNET not in hyperparameters:
+        return mmsdnet
+    return LGEEnsemble(mmsdnet, UNet(1, mmsdnet.config.classes, **hyperparameters[LGE_UNET]))
 
 
 def _dual_stream_fcn(hyperparameters: dict) -> torch.nn.Module:

@@ -18,6 +18,7 @@ import torch
 from crossmodal.bundles import ModelCard
 from crossmodal.intensity import normalise_mr
 from crossmodal.labels import CARDIAC_MYO_LV
+from crossmodal.nets.ensemble import LGEEnsemble
 from crossmodal.nets.mmsdnet import MMSDNet
 from crossmodal.pairing import PairedStack, PairingConfig, heart_centre, pair_volumes, write_back
 
@@ -37,6 +38,8 @@ farther apart than this. Measured with the bundled model on the 10 labelled shar
 them (moving those from 5 mm on lost 0.008 fused MYO Dice on average, 0.08 on patient 8, whose LGE-only
 ventricle is poor); with the cine moved 10-30 mm on purpose, moving it back keeps fused MYO at 0.81-0.82
 where the cine as given falls to 0.77-0.48."""
+CardiacNetwork = MMSDNet | LGEEnsemble
+"""What a cardiac bundle loads into: MMSDNet, or MMSDNet with a U-Net joining its LGE results."""
 MIN_LV_PIXELS = 20
 """Slices where either modality's left ventricle is smaller than this do not vote on the offset."""
 
@@ -91,7 +94,7 @@ def lv_offset_mm(stack: PairedStack, lge_logits: torch.Tensor, cine_logits: torc
 
 
 def segment_cardiac(
-    network: MMSDNet,
+    network: CardiacNetwork,
     card: ModelCard,
     *,
     lge: sitk.Image | None = None,
@@ -157,7 +160,7 @@ class _SliceCounter:
 
 
 @torch.no_grad()
-def _run(network: MMSDNet, device, batch_size: int, counter: _SliceCounter, cine: torch.Tensor | None = None,
+def _run(network: CardiacNetwork, device, batch_size: int, counter: _SliceCounter, cine: torch.Tensor | None = None,
          lge: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The network's outputs for whole stacks, in batches, on the CPU."""
     count = len(cine if cine is not None else lge)
@@ -185,7 +188,7 @@ def _anatomy(stack: PairedStack, anatomy: torch.Tensor, modality: str) -> sitk.I
     return write_back(stack, labels, modality)
 
 
-def _physical_alignment(stack: PairedStack, paired: np.ndarray, grid: torch.Tensor, offsets: torch.Tensor, network: MMSDNet):
+def _physical_alignment(stack: PairedStack, paired: np.ndarray, grid: torch.Tensor, offsets: torch.Tensor, network: CardiacNetwork):
     """The TPS sampling map of the cine-to-LGE warp as physical displacements and control-point pairs."""
     common = stack.common_grid
     size = common.size[0]

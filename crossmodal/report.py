@@ -95,7 +95,7 @@ def model_section(card: ModelCard, folder: Path | None) -> str:
     validation cases: what it was trained on and for how long, its validation Dice, its training curves."""
     training = card.training
     trained_on = training.get("data", "")
-    facts = [f"{html.escape(card.id)} {html.escape(card.version)} ({html.escape(card.architecture)})",
+    facts = [f"{html.escape(card.id)} {html.escape(card.version)} ({html.escape(card.network_name)})",
              f"trained on {html.escape(json.dumps(trained_on) if isinstance(trained_on, dict) else str(trained_on))}"]
     if "steps" in training:
         facts.append(f"{training['steps']} steps, the weights of step {training.get('best_step', '?')} kept, "

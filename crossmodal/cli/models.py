@@ -22,7 +22,7 @@ def run_models(args: argparse.Namespace, events: Events) -> int:
     entries = list_models(verify=not args.no_verify)
     if not isinstance(events, JsonlEvents):
         for e in entries:
-            what = f"{e.card.architecture} ({', '.join(e.card.modalities)})" if e.card else "?"
+            what = f"{e.card.network_name} ({', '.join(e.card.modalities)})" if e.card else "?"
             sys.stderr.write(f"{e.id:<28} {e.source:<8} {what:<30} {e.status}\n    {e.path}\n")
         if not entries:
             sys.stderr.write(f"no models in {bundled_models_folder()} or {user_models_folder()}\n")

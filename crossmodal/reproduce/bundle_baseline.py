@@ -6,32 +6,44 @@
 Trains UNet-single with everything the bundle's own recipe fixes: the same patients (every LGE mask
 the bundle trained with, pairs and LGE-only patients alike), the same common grid, steps, batch,
 learning rate, warm-up and decay, augmentation, and checkpoint choice on the same validation
-patients; then scores it on those patients' native LGE grid beside the bundle's card. A U-Net step
-costs a fraction of an MMSDNet step, so the U-Net's CPU budget is at most the bundle's.
+patients; then scores it on those patients' native LGE grid beside the bundle, and beside the two
+averaged (the ``MMSDNet+UNet`` ensemble of Table 1 and its LGE-only control). A U-Net step costs a fraction
+of an MMSDNet step, so the U-Net's CPU budget is at most the bundle's.
+
+``--ensemble FOLDER --version V`` also writes that ensemble as a bundle (:mod:`crossmodal.nets.ensemble`):
+the MMSDNet bundle's weights and recipe with this U-Net beside them, its card's validation the scores above.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from crossmodal.bundles import RECIPE, read_card
+from crossmodal.bundles import LGE_UNET, RECIPE, ModelCard, load_bundle, save_bundle
 from crossmodal.devices import DEVICES, describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.reproduce.cardiac_baselines import UNetMethod
+from crossmodal.nets.ensemble import LGEEnsemble
+from crossmodal.nets.mmsdnet import MMSDNet
 from crossmodal.reproduce.common import write_outputs
-from crossmodal.training.cardiac_data import build_samples
+from crossmodal.reproduce.mmsdnet import CONTROL, ENSEMBLE, ENSEMBLES
+from crossmodal.training.cardiac_data import CardiacPatient, build_samples
 from crossmodal.training.evaluation import predict_patient, score_native, validation_score
+from crossmodal.training.methods import MMSDNetMethod
 from crossmodal.training.recipes import MMSDNetRecipe, read_recipe
 from crossmodal.training.trainer import train
 
 STRUCTURES = (*CARDIAC_MYO_LV.names, "mean")
-BUNDLE_OUTPUTS = {"MMSDNet-multi": "bundle, fused", "MMSDNet-single": "bundle, LGE only"}
+ROWS = {"MMSDNet-multi": "bundle, fused", "MMSDNet-single": "bundle, LGE only", "UNet-single": "UNet-single",
+        ENSEMBLE: "bundle + UNet-single, fused", CONTROL: "bundle + UNet-single, LGE only"}
+"""Result name -> how the table names it."""
 
 
 def markdown(rows: dict[str, dict[str, dict[str, float]]], meta: dict) -> str:
@@ -44,7 +56,7 @@ def markdown(rows: dict[str, dict[str, dict[str, float]]], meta: dict) -> str:
     for name, per_patient in rows.items():
         cells = [f"{per_patient[p][s]:.3f}" for p in patients for s in STRUCTURES]
         cells += [f"{np.mean([per_patient[p][s] for p in patients]):.3f}" for s in CARDIAC_MYO_LV.names]
-        lines.append(f"| {BUNDLE_OUTPUTS.get(name, name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {ROWS[name]} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", "Dice per volume on the native LGE grid.", ""])
 
 
@@ -57,27 +69,53 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     parser.add_argument("--filters", type=int, default=32, help="U-Net width (first level)")
     parser.add_argument("--steps", type=int, help="override the recipe's steps")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--ensemble", type=Path, help="also write the bundle + U-Net ensemble as a bundle here")
+    parser.add_argument("--version", help="the ensemble bundle's version (with --ensemble)")
     args = parser.parse_args(argv)
+    if args.ensemble and not args.version:
+        parser.error("--ensemble needs --version")
+    if args.ensemble and args.ensemble.resolve() == args.bundle.resolve():
+        parser.error("--ensemble must be a new folder, not the bundle it starts from")
 
     recipe = read_recipe(args.bundle / RECIPE, data={"mscmrseg": str(args.data)}, steps=args.steps)
     if not isinstance(recipe, MMSDNetRecipe):
         raise SystemExit(f"{args.bundle}: not an MMSDNet bundle")
-    card, device = read_card(args.bundle), pick_device(args.device)
+    device = pick_device(args.device)
+    card, mmsdnet = load_bundle(args.bundle, device)
+    if not isinstance(mmsdnet, MMSDNet):
+        raise SystemExit(f"{args.bundle}: already carries an LGE U-Net; compare MMSDNet alone")
     split = recipe.split(lambda *_: None)
     torch.manual_seed(recipe.seed)
     method = UNetMethod(len(CARDIAC_MYO_LV.labels) + 1, args.filters, 4, device, both=False, learning_rate=recipe.learning_rate)
     batches = method.batches(build_samples(split.training, split.lge_labelled), recipe.batch_size)
     result = train(method, batches, recipe.schedule(), seed=recipe.seed, validate=lambda m: validation_score(m, split.validation),
                    log=lambda event: events.metrics("training", event["step"], event) if "validation" in event else None)
-    rows = {name: {p: card.validation["dice_native_lge"][p][name] for p in map(str, card.validation["patients"])} for name in BUNDLE_OUTPUTS}
-    rows["UNet-single"] = {str(p.patient): score_native(p, predict_patient(method, p)["UNet-single"])["volume"] for p in split.validation}
+    bundled = MMSDNetMethod(mmsdnet.config, device)
+    bundled.network.load_state_dict(mmsdnet.state_dict())
+    scores = {str(p.patient): validation_scores(p, bundled, method) for p in split.validation}
+    rows = {name: {p: per_row[name] for p, per_row in scores.items()} for name in ROWS}
     meta = {"bundle": card.id, "device": describe_device(device), "filters": args.filters, "steps": recipe.steps,
             "batch_size": recipe.batch_size, "seconds": result.seconds, "best_step": result.best_step,
             "bundle_seconds": card.training.get("seconds"), "torch": torch.__version__,
             "validation_curve": {e["step"]: e["validation"] for e in result.history if "validation" in e}}
     args.out.mkdir(parents=True, exist_ok=True)
     events.result(write_outputs(args.out, "bundle_baseline", {"meta": meta, "dice_native_lge": rows}, markdown(rows, meta)))
+    if args.ensemble:
+        training = {**card.training, LGE_UNET: {k: meta[k] for k in ("filters", "steps", "batch_size", "seconds", "best_step")}}
+        ensemble_card = ModelCard(**{**asdict(card), "version": args.version, "training": training,
+                                     "hyperparameters": {**card.hyperparameters, LGE_UNET: {"filters": args.filters, "depth": 4}},
+                                     "validation": {"patients": card.validation["patients"], "dice_native_lge": scores}})
+        save_bundle(args.ensemble, LGEEnsemble(mmsdnet, method.network).cpu(), ensemble_card)
+        shutil.copyfile(args.bundle / RECIPE, args.ensemble / RECIPE)
+        events.result(args.ensemble)
     return 0
+
+
+def validation_scores(patient: CardiacPatient, bundled: MMSDNetMethod, unet: UNetMethod) -> dict[str, dict[str, float]]:
+    """Dice per volume of every row of :data:`ROWS` for one patient (the ensembles average probabilities as Table 1 does)."""
+    outputs = {**predict_patient(bundled, patient), **predict_patient(unet, patient)}
+    outputs.update({row: np.mean([outputs[name] for name in averaged], axis=0) for row, averaged in ENSEMBLES.items()})
+    return {name: score_native(patient, outputs[name])["volume"] for name in ROWS}
 
 
 if __name__ == "__main__":
