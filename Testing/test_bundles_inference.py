@@ -1,13 +1,12 @@
 """Model bundles (hash, safe loading, bad files) and MMSDNet inference back in physical space."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-from dataclasses import replace
 
 from crossmodal.bundles import LGE_UNET, ModelCard, load_bundle, save_bundle
 from crossmodal.cardiac_inference import OUTPUTS, displacement_transform, segment_cardiac

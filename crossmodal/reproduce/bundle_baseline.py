@@ -29,9 +29,9 @@ from crossmodal.bundles import LGE_UNET, RECIPE, ModelCard, load_bundle, save_bu
 from crossmodal.devices import DEVICES, describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
-from crossmodal.reproduce.cardiac_baselines import UNetMethod
 from crossmodal.nets.ensemble import LGEEnsemble
 from crossmodal.nets.mmsdnet import MMSDNet
+from crossmodal.reproduce.cardiac_baselines import UNetMethod
 from crossmodal.reproduce.common import write_outputs
 from crossmodal.reproduce.mmsdnet import CONTROL, ENSEMBLE, ENSEMBLES
 from crossmodal.training.cardiac_data import CardiacPatient, build_samples
