@@ -92,9 +92,10 @@ def test_the_bundled_model_segments_a_held_out_patient():
 
 
 def test_a_cine_a_few_centimetres_off_is_moved_onto_the_lge_heart_before_fusion(tmp_path):
-    """Held-out patient 33 with its cine moved 25 mm in-plane on purpose: as given the fused mask loses its
-    myocardium; pre-aligned on the left ventricles of the single-modality masks it is as good as unmoved. The
-    pair as acquired (a few mm apart) is left to the spatial transformer."""
+    """Held-out patient 33 with its cine moved 25 mm in-plane on purpose: as given the fused mask loses myocardium
+    (0.07 Dice: the bundle's LGE U-Net steadies it, MMSDNet alone lost more); pre-aligned on the left ventricles of the
+    single-modality masks it is as good as unmoved. The pair as acquired (a few mm apart) is left to the spatial
+    transformer."""
     from crossmodal.benchmarks.misalignment import dice_on_lge, moved_in_plane
 
     card, network = load_bundle(BUNDLE)
@@ -110,7 +111,7 @@ def test_a_cine_a_few_centimetres_off_is_moved_onto_the_lge_heart_before_fusion(
     assert not as_given.prealigned and prealigned.prealigned
     assert 20 < np.linalg.norm(prealigned.cine_shift_mm) < 30
     fused_as_given, fused_prealigned = (dice_on_lge(r.masks["fused LGE"], reference) for r in (as_given, prealigned))
-    assert fused_as_given["myocardium"] < unmoved["myocardium"] - 0.1, (fused_as_given, unmoved)
+    assert fused_as_given["myocardium"] < unmoved["myocardium"] - 0.05, (fused_as_given, unmoved)
     assert fused_prealigned["myocardium"] > unmoved["myocardium"] - 0.03 and fused_prealigned["left ventricle"] > unmoved["left ventricle"] - 0.03
 
 

@@ -117,7 +117,8 @@ def test_the_ensemble_averages_its_members_trained_as_their_own_rows(phantom_msc
 
 def test_the_bundle_is_compared_with_a_unet_on_its_own_split_and_their_ensemble_is_written_as_a_bundle(models, phantom_mscmrseg, tmp_path):
     """UNet-single trains on the bundle's recipe and is scored on the bundle's validation patients beside the
-    bundle and the two averaged; the ensemble bundle written computes exactly what was scored."""
+    bundle and the two averaged; the ensemble bundle written computes exactly what was scored, and is itself a
+    bundle to compare (by its MMSDNet)."""
     from crossmodal.bundles import LGE_UNET, load_bundle, read_card
     from crossmodal.nets.ensemble import LGEEnsemble
     from crossmodal.reproduce import bundle_baseline
@@ -149,3 +150,9 @@ def test_the_bundle_is_compared_with_a_unet_on_its_own_split_and_their_ensemble_
     for name, row in (("MMSDNet-multi", ENSEMBLE), ("MMSDNet-single", CONTROL)):
         scored = written.validation["dice_native_lge"][str(patient.patient)][row]
         assert score_native(patient, predicted[name])["volume"] == pytest.approx(scored, abs=1e-6), row
+    # Given the ensemble, the comparison takes its MMSDNet: the bundle's rows come out as before.
+    assert bundle_baseline.main(["--bundle", str(ensemble), "--data", str(phantom_mscmrseg), "--out", str(tmp_path / "again"),
+                                 "--filters", "4", "--steps", "2", "--device", "cpu"]) == 0
+    again = json.loads((tmp_path / "again" / "bundle_baseline.json").read_text())["dice_native_lge"]
+    for p in held_out:
+        assert again["MMSDNet-multi"][p] == pytest.approx(result["dice_native_lge"]["MMSDNet-multi"][p])

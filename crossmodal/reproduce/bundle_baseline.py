@@ -12,6 +12,7 @@ of an MMSDNet step, so the U-Net's CPU budget is at most the bundle's.
 
 ``--ensemble FOLDER --version V`` also writes that ensemble as a bundle (:mod:`crossmodal.nets.ensemble`):
 the MMSDNet bundle's weights and recipe with this U-Net beside them, its card's validation the scores above.
+Given an ensemble bundle, the comparison and the new ensemble take its MMSDNet (its U-Net is trained again).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from crossmodal.devices import DEVICES, describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
 from crossmodal.nets.ensemble import LGEEnsemble
-from crossmodal.nets.mmsdnet import MMSDNet
 from crossmodal.reproduce.cardiac_baselines import UNetMethod
 from crossmodal.reproduce.common import write_outputs
 from crossmodal.reproduce.mmsdnet import CONTROL, ENSEMBLE, ENSEMBLES
@@ -81,9 +81,8 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     if not isinstance(recipe, MMSDNetRecipe):
         raise SystemExit(f"{args.bundle}: not an MMSDNet bundle")
     device = pick_device(args.device)
-    card, mmsdnet = load_bundle(args.bundle, device)
-    if not isinstance(mmsdnet, MMSDNet):
-        raise SystemExit(f"{args.bundle}: already carries an LGE U-Net; compare MMSDNet alone")
+    card, network = load_bundle(args.bundle, device)
+    mmsdnet = network.mmsdnet if isinstance(network, LGEEnsemble) else network  # an ensemble bundle: its MMSDNet, a new U-Net
     split = recipe.split(lambda *_: None)
     torch.manual_seed(recipe.seed)
     method = UNetMethod(len(CARDIAC_MYO_LV.labels) + 1, args.filters, 4, device, both=False, learning_rate=recipe.learning_rate)
