@@ -31,7 +31,8 @@ class MultiModalSeg(ScriptedLoadableModule):
         self.parent.contributors = ["CrossModalSeg team"]
         self.parent.helpText = _(
             "Segments the myocardium and the left ventricle on a cardiac LGE MR, using the cine (bSSFP) of the same patient: "
-            "MMSDNet disentangles anatomy from imaging, aligns the cine anatomy to the LGE with a thin-plate spline and fuses them. "
+            "MMSDNet disentangles anatomy from imaging, aligns the cine anatomy to the LGE with a thin-plate spline and fuses them; "
+            "the bundled model averages its LGE results with a U-Net's on the LGE. "
             "Results: segmentations (fused, LGE only, cine), the anatomy factors, the alignment as a transform, QA tables. "
             "It can also train a model on your own MS-CMRSeg-layout data."
         )
