@@ -150,6 +150,11 @@ def test_the_bundle_is_compared_with_a_unet_on_its_own_split_and_their_ensemble_
     for name, row in (("MMSDNet-multi", ENSEMBLE), ("MMSDNet-single", CONTROL)):
         scored = written.validation["dice_native_lge"][str(patient.patient)][row]
         assert score_native(patient, predicted[name])["volume"] == pytest.approx(scored, abs=1e-6), row
+    before = (ensemble / "model.pt").read_bytes()
+    with pytest.raises(SystemExit):  # an existing bundle is never overwritten
+        bundle_baseline.main(["--bundle", str(models["cardiac"]), "--data", str(phantom_mscmrseg), "--out", str(out),
+                              "--ensemble", str(ensemble), "--version", "9.0.1"])
+    assert (ensemble / "model.pt").read_bytes() == before and read_card(ensemble).version == "9.0.0"
     # Given the ensemble, the comparison takes its MMSDNet: the bundle's rows come out as before.
     assert bundle_baseline.main(["--bundle", str(ensemble), "--data", str(phantom_mscmrseg), "--out", str(tmp_path / "again"),
                                  "--filters", "4", "--steps", "2", "--device", "cpu"]) == 0

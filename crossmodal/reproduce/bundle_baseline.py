@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossmodal.bundles import LGE_UNET, RECIPE, ModelCard, load_bundle, save_bundle
+from crossmodal.bundles import CARD, LGE_UNET, RECIPE, ModelCard, load_bundle, save_bundle
 from crossmodal.devices import DEVICES, describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ensemble and not args.version:
         parser.error("--ensemble needs --version")
-    if args.ensemble and args.ensemble.resolve() == args.bundle.resolve():
-        parser.error("--ensemble must be a new folder, not the bundle it starts from")
+    if args.ensemble and (args.ensemble / CARD).exists():
+        parser.error(f"--ensemble {args.ensemble} already holds a model bundle; give a new folder (nothing is overwritten)")
 
     recipe = read_recipe(args.bundle / RECIPE, data={"mscmrseg": str(args.data)}, steps=args.steps)
     if not isinstance(recipe, MMSDNetRecipe):
