@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from crossmodal.bundles import LGE_UNET, ModelCard, load_bundle, save_bundle
+from crossmodal.bundles import LGE_UNET, ModelCard, load_bundle, read_card, round_to_float16, save_bundle
 from crossmodal.cardiac_inference import OUTPUTS, displacement_transform, segment_cardiac
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid
@@ -42,6 +42,21 @@ def test_a_saved_bundle_loads_into_the_same_network(bundle):
     torch.manual_seed(0)
     reference = MMSDNet(CONFIG)
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), network.state_dict().values()))
+
+
+def test_a_float16_bundle_is_half_the_size_and_loads_exactly_the_rounded_network(tmp_path):
+    """Storing in float16 must not change what was measured: only a network already rounded may be stored so."""
+    torch.manual_seed(0)
+    network = MMSDNet(CONFIG)
+    with pytest.raises(ValueError, match="round_to_float16"):
+        save_bundle(tmp_path / "unrounded", network, card(), float16=True)
+    assert not (tmp_path / "unrounded").exists()
+    save_bundle(tmp_path / "full", network, card())
+    written = save_bundle(tmp_path / "half", round_to_float16(network), card(), float16=True)
+    loaded_card, loaded = load_bundle(tmp_path / "half")
+    assert written.weights_dtype == loaded_card.weights_dtype == "float16" and read_card(tmp_path / "full").weights_dtype == "float32"
+    assert all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(network.state_dict().values(), loaded.state_dict().values()))
+    assert (tmp_path / "half" / "model.pt").stat().st_size < 0.6 * (tmp_path / "full" / "model.pt").stat().st_size
 
 
 def test_a_tampered_weights_file_is_refused_before_it_is_read(bundle):

@@ -142,6 +142,7 @@ def test_the_bundle_is_compared_with_a_unet_on_its_own_split_and_their_ensemble_
 
     written, network = load_bundle(ensemble)
     assert isinstance(network, LGEEnsemble) and written.version == "9.0.0" and written.hyperparameters[LGE_UNET]["filters"] == 4
+    assert written.weights_dtype == "float16"
     assert (ensemble / "recipe.json").read_text() == (models["cardiac"] / "recipe.json").read_text()
     patient = next(p for p in read_recipe(ensemble / "recipe.json", data={"mscmrseg": str(phantom_mscmrseg)}).split(lambda *_: None).validation)
     shipped = MMSDNetMethod(network.config, torch.device("cpu"))

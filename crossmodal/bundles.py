@@ -46,6 +46,8 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     sha256: str = ""
+    weights_dtype: str = "float32"
+    """How ``model.pt`` stores floating tensors: float32, or float16 (half the size; loading widens them exactly)."""
 
     @property
     def trained_mirrored(self) -> bool:
@@ -70,16 +72,36 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_bundle(folder: Path, network: torch.nn.Module, card: ModelCard) -> ModelCard:
-    """Write ``model.pt`` then ``card.json`` (with the weights' sha256) atomically; returns the final card."""
+def round_to_float16(network: torch.nn.Module) -> torch.nn.Module:
+    """Round every floating parameter and buffer to its nearest float16 value, in place: the weights a float16
+    bundle loads, so that what is measured after this (its card's validation) is what the bundle computes."""
     import torch
 
+    with torch.no_grad():
+        for tensor in network.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half())
+    return network
+
+
+def save_bundle(folder: Path, network: torch.nn.Module, card: ModelCard, *, float16: bool = False) -> ModelCard:
+    """Write ``model.pt`` then ``card.json`` (with the weights' sha256) atomically; returns the final card.
+
+    ``float16`` stores floating tensors at half the size; the network must have been through
+    :func:`round_to_float16` first (refused otherwise), so that nothing measured on it changes by storing."""
+    import torch
+
+    state = network.state_dict()
+    if float16:
+        if any(t.is_floating_point() and not torch.equal(t, t.half().to(t.dtype)) for t in state.values()):
+            raise ValueError("round the network with round_to_float16 before measuring and storing it as float16")
+        state = {k: t.half() if t.is_floating_point() else t for k, t in state.items()}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder / WEIGHTS) as partial:
-        torch.save(network.state_dict(), partial)
+        torch.save(state, partial)
         digest = sha256_of(partial)
-    final = ModelCard(**{**asdict(card), "sha256": digest})
+    final = ModelCard(**{**asdict(card), "sha256": digest, "weights_dtype": "float16" if float16 else "float32"})
     with atomic_output(folder / CARD) as partial:
         partial.write_text(json.dumps(asdict(final), indent=1) + "\n")
     return final

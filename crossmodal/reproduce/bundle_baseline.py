@@ -11,7 +11,8 @@ averaged (the ``MMSDNet+UNet`` ensemble of Table 1 and its LGE-only control). A 
 of an MMSDNet step, so the U-Net's CPU budget is at most the bundle's.
 
 ``--ensemble FOLDER --version V`` also writes that ensemble as a bundle (:mod:`crossmodal.nets.ensemble`):
-the MMSDNet bundle's weights and recipe with this U-Net beside them, its card's validation the scores above.
+the MMSDNet bundle's weights and recipe with this U-Net beside them, stored in float16 to stay under 30 MB; its
+card's validation is the rows above scored again on those rounded weights.
 Given an ensemble bundle, the comparison and the new ensemble take its MMSDNet (its U-Net is trained again).
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossmodal.bundles import CARD, LGE_UNET, RECIPE, ModelCard, load_bundle, save_bundle
+from crossmodal.bundles import CARD, LGE_UNET, RECIPE, ModelCard, load_bundle, round_to_float16, save_bundle
 from crossmodal.devices import DEVICES, describe_device, pick_device
 from crossmodal.events import Events, make_events
 from crossmodal.labels import CARDIAC_MYO_LV
@@ -100,14 +101,28 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     events.result(write_outputs(args.out, "bundle_baseline", {"meta": meta, "dice_native_lge": rows}, markdown(rows, meta)))
     if args.ensemble:
-        training = {**card.training, LGE_UNET: {k: meta[k] for k in ("filters", "steps", "batch_size", "seconds", "best_step")}}
-        ensemble_card = ModelCard(**{**asdict(card), "version": args.version, "training": training,
-                                     "hyperparameters": {**card.hyperparameters, LGE_UNET: {"filters": args.filters, "depth": 4}},
-                                     "validation": {"patients": card.validation["patients"], "dice_native_lge": scores}})
-        save_bundle(args.ensemble, LGEEnsemble(mmsdnet, method.network).cpu(), ensemble_card)
-        shutil.copyfile(args.bundle / RECIPE, args.ensemble / RECIPE)
-        events.result(args.ensemble)
+        record = {k: meta[k] for k in ("filters", "steps", "batch_size", "seconds", "best_step")}
+        events.result(write_ensemble(args.ensemble, args.bundle, card, LGEEnsemble(mmsdnet, method.network), split.validation, args.version, record))
     return 0
+
+
+def write_ensemble(folder: Path, bundle: Path, card: ModelCard, ensemble: LGEEnsemble, validation: list[CardiacPatient], version: str,
+                   unet_record: dict) -> Path:
+    """Write ``ensemble`` as a float16 bundle (under 30 MB) beside the MMSDNet ``bundle``'s recipe; its card's
+    validation is scored on the rounded weights it stores. Rounds ``ensemble`` in place."""
+    round_to_float16(ensemble)
+    device = next(ensemble.parameters()).device
+    mmsdnet = MMSDNetMethod(ensemble.config, device)
+    mmsdnet.network.load_state_dict(ensemble.mmsdnet.state_dict())
+    unet = UNetMethod(ensemble.config.classes, unet_record["filters"], 4, device, both=False)
+    unet.network.load_state_dict(ensemble.lge_unet.state_dict())
+    scores = {str(p.patient): validation_scores(p, mmsdnet, unet) for p in validation}
+    written = ModelCard(**{**asdict(card), "version": version, "training": {**card.training, LGE_UNET: unet_record},
+                           "hyperparameters": {**card.hyperparameters, LGE_UNET: {"filters": unet_record["filters"], "depth": 4}},
+                           "validation": {"patients": card.validation["patients"], "dice_native_lge": scores}})
+    save_bundle(folder, ensemble.cpu(), written, float16=True)
+    shutil.copyfile(bundle / RECIPE, folder / RECIPE)
+    return folder
 
 
 def validation_scores(patient: CardiacPatient, bundled: MMSDNetMethod, unet: UNetMethod) -> dict[str, dict[str, float]]:
