@@ -93,9 +93,10 @@ def save_bundle(folder: Path, network: torch.nn.Module, card: ModelCard, *, floa
 
     state = network.state_dict()
     if float16:
-        if any(t.is_floating_point() and not torch.equal(t, t.half().to(t.dtype)) for t in state.values()):
+        half = {k: t.half() if t.is_floating_point() else t for k, t in state.items()}
+        if any(not torch.equal(state[k], t.to(state[k].dtype)) for k, t in half.items()):
             raise ValueError("round the network with round_to_float16 before measuring and storing it as float16")
-        state = {k: t.half() if t.is_floating_point() else t for k, t in state.items()}
+        state = half
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder / WEIGHTS) as partial:

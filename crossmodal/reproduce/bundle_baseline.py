@@ -102,23 +102,19 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
     events.result(write_outputs(args.out, "bundle_baseline", {"meta": meta, "dice_native_lge": rows}, markdown(rows, meta)))
     if args.ensemble:
         record = {k: meta[k] for k in ("filters", "steps", "batch_size", "seconds", "best_step")}
-        events.result(write_ensemble(args.ensemble, args.bundle, card, LGEEnsemble(mmsdnet, method.network), split.validation, args.version, record))
+        events.result(write_ensemble(args.ensemble, args.bundle, card, bundled, method, split.validation, args.version, record))
     return 0
 
 
-def write_ensemble(folder: Path, bundle: Path, card: ModelCard, ensemble: LGEEnsemble, validation: list[CardiacPatient], version: str,
-                   unet_record: dict) -> Path:
-    """Write ``ensemble`` as a float16 bundle (under 30 MB) beside the MMSDNet ``bundle``'s recipe; its card's
-    validation is scored on the rounded weights it stores. Rounds ``ensemble`` in place."""
-    round_to_float16(ensemble)
-    device = next(ensemble.parameters()).device
-    mmsdnet = MMSDNetMethod(ensemble.config, device)
-    mmsdnet.network.load_state_dict(ensemble.mmsdnet.state_dict())
-    unet = UNetMethod(ensemble.config.classes, unet_record["filters"], 4, device, both=False)
-    unet.network.load_state_dict(ensemble.lge_unet.state_dict())
-    scores = {str(p.patient): validation_scores(p, mmsdnet, unet) for p in validation}
+def write_ensemble(folder: Path, bundle: Path, card: ModelCard, bundled: MMSDNetMethod, unet: UNetMethod, validation: list[CardiacPatient],
+                   version: str, unet_record: dict) -> Path:
+    """Write the two methods' networks as one float16 bundle (under 30 MB) beside the MMSDNet ``bundle``'s recipe.
+    The networks are rounded in place first, so its card's validation is scored on the weights it stores."""
+    ensemble = round_to_float16(LGEEnsemble(bundled.network, unet.network))
+    scores = {str(p.patient): validation_scores(p, bundled, unet) for p in validation}
+    shape = {"filters": unet.network.encoder.widths[0], "depth": unet.network.depth}
     written = ModelCard(**{**asdict(card), "version": version, "training": {**card.training, LGE_UNET: unet_record},
-                           "hyperparameters": {**card.hyperparameters, LGE_UNET: {"filters": unet_record["filters"], "depth": 4}},
+                           "hyperparameters": {**card.hyperparameters, LGE_UNET: shape},
                            "validation": {"patients": card.validation["patients"], "dice_native_lge": scores}})
     save_bundle(folder, ensemble.cpu(), written, float16=True)
     shutil.copyfile(bundle / RECIPE, folder / RECIPE)
