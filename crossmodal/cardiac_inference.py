@@ -33,11 +33,11 @@ OUTPUTS = {
 """Result name -> (anatomy it is segmented from, modality whose grid it lies on)."""
 PREALIGN_MM = 12.0
 """The cine is moved onto the LGE's left ventricle (in the LGE's slice plane) before fusion when the two lie
-farther apart than this. Measured with the bundled model on the 10 labelled shared pairs
-(``crossmodal.benchmarks.misalignment``): their own offsets are 4-12 mm and the spatial transformer handles
-them (moving those from 5 mm on lost 0.008 fused MYO Dice on average, 0.08 on patient 8, whose LGE-only
-ventricle is poor); with the cine moved 10-30 mm on purpose, moving it back keeps fused MYO at 0.81-0.82
-where the cine as given falls to 0.77-0.48."""
+farther apart than this. Measured on the 10 labelled shared pairs (``crossmodal.benchmarks.misalignment``,
+Documentation/measurements/misalignment.json): their own offsets are 4-11 mm and the spatial transformer
+handles them (with bundle 2.0.0, moving those from 5 mm on lost 0.008 fused MYO Dice on average, 0.08 on
+patient 8, whose LGE-only ventricle is poor); with bundle 2.1.0 and the cine moved 10-30 mm on purpose, moving
+it back keeps mean fused MYO at 0.85-0.86 where the cine as given falls to 0.84-0.77."""
 CardiacNetwork = MMSDNet | LGEEnsemble
 """What a cardiac bundle loads into: MMSDNet, or MMSDNet with a U-Net joining its LGE results."""
 MIN_LV_PIXELS = 20
