@@ -56,7 +56,7 @@ SCHEDULES = {
     # The paper: filters 16..512, 3 residual units per scale, 16 patches of 64^3 per step, 10k steps.
     # Adam 1e-3 for Individual and Joint, 1e-4 for the dual-stream variants.
     "full": DualStreamSchedule("full", (16, 64, 128, 256, 512), 3, 64, 16, 10000, (1e-3, 1e-4)),
-    # What a 2-core CPU runs for 36 trainings in about 3 hours with the bundled recipe's spatial augmentation
+    # What a 2-core CPU runs for 36 trainings in about 2.3 hours (3.6-4 min a run at 2 threads, alone) with the bundled recipe's spatial augmentation
     # (measured: 0.33 s a step, 40-60 s to score a run's test volumes): 1/8 of the width, one unit per scale,
     # 1/100 of the patches seen. Chosen by V4's learning curve (one 1000-step training on fold 0 of repeat 0,
     # scored on 4 of its 8 MR and both CT test volumes; ``--curve V4`` draws it on all): mean Dice MR / CT at
