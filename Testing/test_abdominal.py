@@ -326,3 +326,53 @@ def test_a_recipe_trained_on_mirrored_patches_says_so_and_segment_mirrors_for_it
     assert summary["test_time_mirroring"] is True
     organs, source = read_image(summary["outputs"]["organs"]), read_image(image)
     assert organs.GetSize() == source.GetSize() and organs.GetOrigin() == source.GetOrigin()
+
+
+def with_bright_fluid(image: sitk.Image, labels: sitk.Image, times: float) -> sitk.Image:
+    """``image`` with a fluid pocket beside the organs ``times`` as bright as the liver, as in a T2 MR whose fluid far
+    outshines its soft tissue (CHAOS T2 036)."""
+    array, organs = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels)
+    z, y, x = np.indices(array.shape) / np.array(array.shape)[:, None, None, None]
+    pocket = (((x - 0.78) / 0.12) ** 2 + ((y - 0.35) / 0.12) ** 2 + ((z - 0.5) / 0.3) ** 2 < 1) & (organs == 0)
+    array[pocket] = times * np.median(array[organs == 1])
+    fluid = sitk.GetImageFromArray(array)
+    fluid.CopyInformation(image)
+    return fluid
+
+
+def test_bright_fluid_does_not_throw_the_body_threshold_off_the_body():
+    """Otsu split CHAOS T2 036's fluid from everything else: the organs were normalised to about -5 (and cropped
+    away). Li's threshold finds the body whatever its fluid; a model's card says which one it was trained with."""
+    image, labels = abdominal_volume("MR", seed=3)
+    fluid = with_bright_fluid(image, labels, times=8)
+
+    def liver_level(volume: sitk.Image, method: str) -> float:
+        prepared = prepare_volume(volume, "MR", labels, body_threshold=method)
+        assert np.bincount(prepared.labels.ravel(), minlength=5)[1:].min() > 0  # every organ inside the crop
+        return float(prepared.image[prepared.labels == 1].mean())
+
+    assert abs(liver_level(fluid, "li") - liver_level(image, "li")) < 0.5
+    assert abs(liver_level(fluid, "otsu") - liver_level(image, "otsu")) > 3  # the fault the choice exists for
+    with pytest.raises(ValueError, match="body_threshold"):
+        prepare_volume(image, "MR", body_threshold="mean")
+
+
+def test_segment_finds_the_body_as_the_model_was_trained_to(tmp_path):
+    import json
+
+    from crossmodal.abdominal_inference import segment_abdominal
+    from crossmodal.bundles import ModelCard
+    from crossmodal.labels import ABDOMEN
+    from crossmodal.training.recipes import read_recipe
+
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4-li", "body_threshold": "li", "data": {"MR": str(tmp_path)}}))
+    assert read_recipe(config).body_threshold == "li"
+    image, _ = abdominal_volume("MR", seed=6)
+    net = ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    card = ModelCard("v4", "0", "DualStreamFCN", net.as_dict(), ["MR", "CT"], {"spacing_mm": 2.0, "body_threshold": "li"},
+                     ModelCard.label_entries(ABDOMEN))
+    assert segment_abdominal(DualStreamFCN(net).eval(), card, image, "MR").labels.GetSize() == image.GetSize()
+    card.preprocessing["body_threshold"] = "mean"  # a card edited by hand
+    with pytest.raises(InputError, match="body_threshold 'mean'"):
+        segment_abdominal(DualStreamFCN(net).eval(), card, image, "MR")

@@ -8,7 +8,7 @@ from conftest import write_phantom_nnunet
 from crossmodal.catalog import recipe_of
 from crossmodal.cli import EXIT_INPUT_ERROR
 from crossmodal.cli import main as crossmodal
-from crossmodal.reproduce.dualstream import split, summarise, training_choices, versus_individual
+from crossmodal.reproduce.dualstream import recorded_choices, split, summarise, training_choices, versus_individual
 from crossmodal.training.recipes import read_recipe
 
 
@@ -103,3 +103,16 @@ def test_a_learning_curve_scores_the_test_volumes_along_one_training(tmp_path, c
     assert all(0 <= p[m]["average"] <= 1 and set(p[m]) == {"liver", "right kidney", "left kidney", "spleen", "average"} for p in points for m in ("MR", "CT"))
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # no table runs
     assert "| 4 |" in (out / "curve-V4.md").read_text(encoding="utf-8")
+
+
+def test_runs_stored_before_the_body_threshold_was_a_choice_still_resume():
+    """The committed tables were trained with Otsu's body threshold before it was a recipe key: the documented
+    command must still resume them, and a recipe that finds the body otherwise must not mix them in."""
+    from pathlib import Path
+
+    bundled = training_choices(read_recipe(recipe_of(None, "abdominal")))
+    assert bundled["body_threshold"] == "otsu"
+    stored = Path(__file__).resolve().parents[1] / "Documentation" / "measurements" / "dualstream-tables" / "runs"
+    runs = [json.loads(p.read_text()) for p in sorted(stored.glob("*.json"))]
+    assert len(runs) == 36 and all(recorded_choices(run) == bundled for run in runs)
+    assert all(recorded_choices(run) != {**bundled, "body_threshold": "li"} for run in runs)

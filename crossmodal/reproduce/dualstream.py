@@ -82,8 +82,13 @@ def fold_sets(folds: dict[str, list[list[Subject]]], fold: int) -> tuple[dict[st
 
 def training_choices(recipe: DualStreamRecipe) -> dict:
     """What a run takes from the bundled recipe (the rest is the schedule's), and the network's design; recorded with every run."""
-    keys = ("spatial_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate", "ct_window")
+    keys = ("spatial_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate", "ct_window", "body_threshold")
     return {**{key: getattr(recipe, key) for key in keys}, "network_design": DESIGN}
+
+
+def recorded_choices(run: dict) -> dict:
+    """A stored run's training choices; runs stored before the body threshold was a choice found the body with Otsu."""
+    return {"body_threshold": "otsu", **run.get("training", {})}
 
 
 def variant_training(variant: str, train_sets: dict[str, list[Subject]], schedule: DualStreamSchedule, recipe: DualStreamRecipe,
@@ -216,7 +221,7 @@ def markdown(table: dict, tests: dict, meta: dict) -> str:
 
 def modality_subjects(args: argparse.Namespace, recipe: DualStreamRecipe) -> dict[str, list[Subject]]:
     """The MR and CT subjects of ``--mr`` and ``--ct``, prepared as the recipe's model sees them."""
-    return {m: load_subjects(folder, m, ct_window=recipe.ct_window) for m, folder in (("MR", args.mr), ("CT", args.ct))}
+    return {m: load_subjects(folder, m, ct_window=recipe.ct_window, body_threshold=recipe.body_threshold) for m, folder in (("MR", args.mr), ("CT", args.ct))}
 
 
 def main(argv: list[str] | None = None, events: Events | None = None) -> int:
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None, events: Events | None = None) -> int:
         return 0
     trained_as = json.loads(json.dumps(asdict(schedule)))  # as a stored run holds it
     store = RunStore(args.out)
-    other = [run for run in store.all() if run.get("training") != choices or run.get("schedule") != trained_as]
+    other = [run for run in store.all() if recorded_choices(run) != choices or run.get("schedule") != trained_as]
     if other:
         raise InputError(args.out, f"holds {len(other)} run(s) trained otherwise than {choices} at the {schedule.name} schedule of "
                                    f"{schedule.steps} steps: give this training its own --out")

@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, prepare_volume
+from crossmodal.abdominal import BODY_THRESHOLDS, MODALITIES, SPACING_MM, PreparedVolume, prepare_volume
 from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
 from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
@@ -198,13 +198,15 @@ class Subject:
     """Manual labels on the subject's own grid."""
 
 
-def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None) -> list[Subject]:
+def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None,
+                  body_threshold: str = "otsu") -> list[Subject]:
     """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN."""
     dataset = read_nnunet_dataset(folder)
     subjects = []
     for i, case in enumerate(dataset.cases, 1):
         image, labels = sitk.ReadImage(str(case.images[0])), dataset.read_label(case)
-        prepared = prepare_volume(image, modality, labels, ct_window=tuple(ct_window) if ct_window else None, source=str(case.images[0]))
+        prepared = prepare_volume(image, modality, labels, ct_window=tuple(ct_window) if ct_window else None, body_threshold=body_threshold,
+                                  source=str(case.images[0]))
         subjects.append(Subject(case.case_id, modality, prepared, sitk.GetArrayFromImage(labels)))
         if progress:
             progress(f"loading {modality}", i, len(dataset.cases))
@@ -238,6 +240,9 @@ class DualStreamRecipe(Recipe):
     validation: dict = field(default_factory=lambda: {"CT": 1, "MR": 3})
     ct_window: list[float] | None = None
     """HU window of the training CT (BTCV's copy: [-125, 275]); inputs are clipped to it at inference too."""
+    body_threshold: str = "otsu"
+    """How the body is found for the crop and the z-score (:data:`crossmodal.abdominal.BODY_THRESHOLDS`); the card
+    records it and inference uses it too."""
     spatial_augmentation: bool = False
     """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
     cross_entropy: bool = False
@@ -262,7 +267,9 @@ class DualStreamRecipe(Recipe):
         given = [m for m in MODALITIES if m in self.data]
         if not given:
             raise InputError("config", 'needs a CT or an MR data folder (in the config\'s "data" or --ct/--mr)')
-        subjects = {m: load_subjects(self.data_folder(m), m, progress, self.ct_window) for m in given}
+        if self.body_threshold not in BODY_THRESHOLDS:
+            raise InputError("config", f"body_threshold {self.body_threshold!r} is not one of {', '.join(BODY_THRESHOLDS)}")
+        subjects = {m: load_subjects(self.data_folder(m), m, progress, self.ct_window, self.body_threshold) for m in given}
         held, training = [], {}
         for m, found in subjects.items():
             order = np.random.default_rng(self.seed).permutation(len(found))
@@ -286,7 +293,8 @@ class DualStreamRecipe(Recipe):
                 validation.update(dice_native_mirrored=mirrored, average_mirrored=modality_means(mirrored, held))
             return ModelCard(
                 id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
-                preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view", "crop": "Otsu body mask + 10 mm",
+                preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view", "crop": f"{self.body_threshold} body mask + 10 mm",
+                               "body_threshold": self.body_threshold,
                                "normalisation": {"CT": (f"clip to {self.ct_window} HU" if self.ct_window else "clip below -1000 HU") + ", z-score in the body",
                                   "MR": "z-score in the body"},
                                "ct_window": self.ct_window,
