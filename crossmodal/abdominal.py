@@ -34,6 +34,12 @@ organ of all 19 shared CT and MR volumes. A model keeps the one it was trained w
 Otsu for bundles that predate the choice)."""
 
 
+def require_body_threshold(method: str, source: str) -> None:
+    """Refuse a ``body_threshold`` (from a recipe, a card or a caller) that :data:`BODY_THRESHOLDS` lacks."""
+    if method not in BODY_THRESHOLDS:
+        raise InputError(source, f"body_threshold {method!r} is not one of {', '.join(BODY_THRESHOLDS)}")
+
+
 @dataclass
 class PreparedVolume:
     """A volume on its 2 mm body-crop grid, normalised, with its labels when given."""
@@ -103,8 +109,7 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
-    if body_threshold not in BODY_THRESHOLDS:
-        raise ValueError(f"body_threshold must be one of {', '.join(BODY_THRESHOLDS)}, not {body_threshold!r}")
+    require_body_threshold(body_threshold, "prepare_volume")
     if image.GetDimension() != 3:
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
     require_volume(image.GetSize(), image.GetSpacing(), source)

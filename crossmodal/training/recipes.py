@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import BODY_THRESHOLDS, MODALITIES, SPACING_MM, PreparedVolume, prepare_volume
+from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, prepare_volume, require_body_threshold
 from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
 from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
@@ -267,8 +267,7 @@ class DualStreamRecipe(Recipe):
         given = [m for m in MODALITIES if m in self.data]
         if not given:
             raise InputError("config", 'needs a CT or an MR data folder (in the config\'s "data" or --ct/--mr)')
-        if self.body_threshold not in BODY_THRESHOLDS:
-            raise InputError("config", f"body_threshold {self.body_threshold!r} is not one of {', '.join(BODY_THRESHOLDS)}")
+        require_body_threshold(self.body_threshold, "config")
         subjects = {m: load_subjects(self.data_folder(m), m, progress, self.ct_window, self.body_threshold) for m in given}
         held, training = [], {}
         for m, found in subjects.items():
