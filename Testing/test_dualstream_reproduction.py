@@ -105,14 +105,15 @@ def test_a_learning_curve_scores_the_test_volumes_along_one_training(tmp_path, c
     assert "| 4 |" in (out / "curve-V4.md").read_text(encoding="utf-8")
 
 
-def test_runs_stored_before_the_body_threshold_was_a_choice_still_resume():
-    """The committed tables were trained with Otsu's body threshold before it was a recipe key: the documented
-    command must still resume them, and a recipe that finds the body otherwise must not mix them in."""
+def test_the_committed_tables_resume_with_the_recipe_they_were_trained_with():
+    """The committed tables were trained as the bundled 2.0.0 recipe, which found the body with Otsu's threshold
+    before it was a recipe key; their folder keeps that recipe, so the documented command (``--recipe`` that
+    folder) still resumes them, and a recipe that finds the body otherwise does not mix them in."""
     from pathlib import Path
 
-    bundled = training_choices(read_recipe(recipe_of(None, "abdominal")))
-    assert bundled["body_threshold"] == "otsu"
-    stored = Path(__file__).resolve().parents[1] / "Documentation" / "measurements" / "dualstream-tables" / "runs"
-    runs = [json.loads(p.read_text()) for p in sorted(stored.glob("*.json"))]
-    assert len(runs) == 36 and all(recorded_choices(run) == bundled for run in runs)
-    assert all(recorded_choices(run) != {**bundled, "body_threshold": "li"} for run in runs)
+    tables = Path(__file__).resolve().parents[1] / "Documentation" / "measurements" / "dualstream-tables"
+    trained_as = training_choices(read_recipe(recipe_of(tables)))
+    assert trained_as["body_threshold"] == "otsu"
+    runs = [json.loads(p.read_text()) for p in sorted((tables / "runs").glob("*.json"))]
+    assert len(runs) == 36 and all(recorded_choices(run) == trained_as for run in runs)
+    assert all(recorded_choices(run) != {**trained_as, "body_threshold": "li"} for run in runs)
