@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import MODALITIES, SPACING_MM, PreparedVolume, prepare_volume, require_body_threshold
+from crossmodal.abdominal import BODY_MARGIN_MM, MODALITIES, SPACING_MM, PreparedVolume, prepare_volume, require_body_threshold
 from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
 from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
@@ -292,8 +292,8 @@ class DualStreamRecipe(Recipe):
                 validation.update(dice_native_mirrored=mirrored, average_mirrored=modality_means(mirrored, held))
             return ModelCard(
                 id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
-                preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view", "crop": f"{self.body_threshold} body mask + 10 mm",
-                               "body_threshold": self.body_threshold,
+                preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view",
+                               "crop": f"{self.body_threshold.capitalize()} body mask + {BODY_MARGIN_MM:g} mm", "body_threshold": self.body_threshold,
                                "normalisation": {"CT": (f"clip to {self.ct_window} HU" if self.ct_window else "clip below -1000 HU") + ", z-score in the body",
                                   "MR": "z-score in the body"},
                                "ct_window": self.ct_window,
