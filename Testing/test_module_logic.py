@@ -282,7 +282,7 @@ def test_dualstreamseg_segments_a_volume_onto_its_own_grid(catalog):
 
 def test_dualstreamseg_mirrors_only_with_a_model_trained_for_it(catalog, models):
     """The panel offers test-time mirroring for a model whose card says it was trained on mirrored patches (the tiny
-    test model), not for the bundled 2.0.0; the child then runs ``segment --mirror`` and says it did."""
+    test model), not for the bundled one; the child then runs ``segment --mirror`` and says it did."""
     from crossmodal.catalog import find_model
 
     assert DualStreamSegLogic.supports_mirroring(str(models["abdominal"]))
