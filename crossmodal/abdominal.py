@@ -32,6 +32,8 @@ two largest intensity classes: on a T2 MR whose fluid is far brighter than its s
 splits fluid from everything else, and the crop loses the organs. Li's minimum cross-entropy threshold kept every
 organ of all 19 shared CT and MR volumes. A model keeps the one it was trained with (its card's ``body_threshold``;
 Otsu for bundles that predate the choice)."""
+DEFAULT_BODY_THRESHOLD = "otsu"
+"""The body threshold of a recipe, card or stored run that names none: every one made before it was a choice used Otsu."""
 
 
 def require_body_threshold(method: str, source: str) -> None:
@@ -70,7 +72,7 @@ def guess_modality(image: sitk.Image) -> tuple[str, str]:
     return looks_like(sitk.GetArrayViewFromImage(image)), "intensities"
 
 
-def body_box(image: np.ndarray, margin: int, method: str = "otsu") -> tuple[np.ndarray, np.ndarray]:
+def body_box(image: np.ndarray, margin: int, method: str = DEFAULT_BODY_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
     """Index bounds (low, high) (z, y, x) of the body: foreground by ``method`` (:data:`BODY_THRESHOLDS`), largest
     component, plus ``margin`` voxels."""
     threshold = BODY_THRESHOLDS[method]()
@@ -97,7 +99,7 @@ def require_volume(size: Sequence[int], spacing: Sequence[float], source: str) -
 
 
 def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM,
-                   ct_window: tuple[float, float] | None = None, body_threshold: str = "otsu", source: str = "image") -> PreparedVolume:
+                   ct_window: tuple[float, float] | None = None, body_threshold: str = DEFAULT_BODY_THRESHOLD, source: str = "image") -> PreparedVolume:
     """Resample onto the LPS-aligned ``spacing_mm`` grid over the field of view, crop to the body, normalise.
 
     Every input, whatever its voxel order (CHAOS stores MR with y flipped relative to BTCV CT),
@@ -135,7 +137,7 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
     return prepared
 
 
-def intensity_threshold(array: np.ndarray, method: str = "otsu") -> float:
+def intensity_threshold(array: np.ndarray, method: str = DEFAULT_BODY_THRESHOLD) -> float:
     """The threshold between background and body intensities by ``method`` (:data:`BODY_THRESHOLDS`)."""
     threshold = BODY_THRESHOLDS[method]()
     threshold.Execute(sitk.GetImageFromArray(array))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from crossmodal.abdominal import MODALITIES
+from crossmodal.abdominal import DEFAULT_BODY_THRESHOLD, MODALITIES
 from crossmodal.catalog import recipe_of
 from crossmodal.devices import describe_device, pick_device
 from crossmodal.errors import InputError
@@ -88,7 +88,7 @@ def training_choices(recipe: DualStreamRecipe) -> dict:
 
 def recorded_choices(run: dict) -> dict:
     """A stored run's training choices; runs stored before the body threshold was a choice found the body with Otsu."""
-    return {"body_threshold": "otsu", **run.get("training", {})}
+    return {"body_threshold": DEFAULT_BODY_THRESHOLD, **run.get("training", {})}
 
 
 def variant_training(variant: str, train_sets: dict[str, list[Subject]], schedule: DualStreamSchedule, recipe: DualStreamRecipe,

@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import BODY_MARGIN_MM, MODALITIES, SPACING_MM, PreparedVolume, prepare_volume, require_body_threshold
+from crossmodal.abdominal import BODY_MARGIN_MM, DEFAULT_BODY_THRESHOLD, MODALITIES, SPACING_MM, PreparedVolume, prepare_volume, require_body_threshold
 from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
 from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
@@ -199,7 +199,7 @@ class Subject:
 
 
 def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None,
-                  body_threshold: str = "otsu") -> list[Subject]:
+                  body_threshold: str = DEFAULT_BODY_THRESHOLD) -> list[Subject]:
     """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN."""
     dataset = read_nnunet_dataset(folder)
     subjects = []
@@ -240,7 +240,7 @@ class DualStreamRecipe(Recipe):
     validation: dict = field(default_factory=lambda: {"CT": 1, "MR": 3})
     ct_window: list[float] | None = None
     """HU window of the training CT (BTCV's copy: [-125, 275]); inputs are clipped to it at inference too."""
-    body_threshold: str = "otsu"
+    body_threshold: str = DEFAULT_BODY_THRESHOLD
     """How the body is found for the crop and the z-score (:data:`crossmodal.abdominal.BODY_THRESHOLDS`); the card
     records it and inference uses it too."""
     spatial_augmentation: bool = False
