@@ -219,6 +219,39 @@ def test_a_dual_stream_recipe_reads_its_cross_entropy_key(tmp_path):
     assert read_recipe(config).cross_entropy is True
 
 
+def test_contrast_augmentation_moves_and_squeezes_the_tissues_of_a_patch_as_another_body_make_up_would(tmp_path):
+    """The default noise and offsets keep the gap between two tissues; a recipe with ``contrast_augmentation`` varies
+    it (contrast, gamma) and shifts both further, as an MR whose body mask holds much fluid does (CHAOST2_036); the
+    gamma keeps each patch's mean and spread."""
+    import json
+
+    from crossmodal.training.abdominal_training import IntensityAugmentation
+    from crossmodal.training.recipes import read_recipe
+
+    patch = torch.full((1, 1, 16, 16, 16), -0.8)
+    patch[..., 8:] = 2.0  # liver-like half, fluid-like half (z-scores)
+    generator = torch.Generator().manual_seed(0)
+
+    def gaps_and_shifts(augment: IntensityAugmentation) -> tuple[np.ndarray, np.ndarray]:
+        out = [augment(patch, generator)[0, 0] for _ in range(200)]
+        return (np.array([(o[..., 8:].mean() - o[..., :8].mean()).item() for o in out]) / 2.8,
+                np.array([o[..., :8].mean().item() + 0.8 for o in out]))
+
+    gaps, shifts = gaps_and_shifts(IntensityAugmentation())
+    assert np.allclose(gaps, 1, atol=0.01) and np.abs(shifts).max() <= 0.11
+    gaps, shifts = gaps_and_shifts(IntensityAugmentation.varied_contrast())
+    assert gaps.min() < 0.8 and gaps.max() > 1.15 and np.abs(shifts).max() > 0.4
+
+    ramp = torch.linspace(-2, 3, 4096).reshape(1, 1, 16, 16, 16)
+    bent = IntensityAugmentation._gamma(ramp, torch.full((1, 1, 1, 1, 1), 1.5))
+    assert bent.mean().item() == pytest.approx(ramp.mean().item(), abs=1e-4) and bent.std().item() == pytest.approx(ramp.std().item(), rel=1e-4)
+    assert (bent - ramp).abs().max() > 0.1
+
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4-contrast", "contrast_augmentation": True, "data": {"MR": "."}}))
+    assert read_recipe(config).intensity_augmentation() == IntensityAugmentation.varied_contrast()
+
+
 def test_validation_grades_what_segment_delivers():
     """The checkpoint choice, the card and the tables score the product's output (one piece per organ, kidneys by side),
     not the network's raw arg-max: a card must not promise other figures than `segment` gives."""

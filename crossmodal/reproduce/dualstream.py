@@ -20,14 +20,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from crossmodal.abdominal import DEFAULT_BODY_THRESHOLD, MODALITIES
+from crossmodal.abdominal import MODALITIES
 from crossmodal.catalog import recipe_of
 from crossmodal.devices import describe_device, pick_device
 from crossmodal.errors import InputError
@@ -80,15 +80,21 @@ def fold_sets(folds: dict[str, list[list[Subject]]], fold: int) -> tuple[dict[st
     return {m: f[1 - fold] for m, f in folds.items()}, {m: f[fold] for m, f in folds.items()}
 
 
+TRAINING_CHOICES = ("spatial_augmentation", "contrast_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate",
+                    "ct_window", "body_threshold")
+"""What a run takes from the bundled recipe; the rest is the schedule's."""
+
+
 def training_choices(recipe: DualStreamRecipe) -> dict:
-    """What a run takes from the bundled recipe (the rest is the schedule's), and the network's design; recorded with every run."""
-    keys = ("spatial_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate", "ct_window", "body_threshold")
-    return {**{key: getattr(recipe, key) for key in keys}, "network_design": DESIGN}
+    """A run's :data:`TRAINING_CHOICES` and the network's design; recorded with every run."""
+    return {**{key: getattr(recipe, key) for key in TRAINING_CHOICES}, "network_design": DESIGN}
 
 
 def recorded_choices(run: dict) -> dict:
-    """A stored run's training choices; runs stored before the body threshold was a choice found the body with Otsu."""
-    return {"body_threshold": DEFAULT_BODY_THRESHOLD, **run.get("training", {})}
+    """A stored run's training choices; one that became a choice after the run was stored had the recipe's default
+    (Otsu body threshold, no contrast augmentation)."""
+    defaults = {f.name: f.default for f in fields(DualStreamRecipe) if f.name in TRAINING_CHOICES}
+    return {**defaults, **run.get("training", {})}
 
 
 def variant_training(variant: str, train_sets: dict[str, list[Subject]], schedule: DualStreamSchedule, recipe: DualStreamRecipe,
@@ -96,7 +102,7 @@ def variant_training(variant: str, train_sets: dict[str, list[Subject]], schedul
     """A variant's trainer, batches and steps at the schedule's width and length, trained as ``recipe`` says."""
     config = ResidualFCNConfig(variant=variant, filters=schedule.filters, units_per_scale=schedule.units_per_scale)
     rate = schedule.learning_rates[0 if variant in ("Individual", "Joint") else 1]
-    trainer = DualStreamTrainer(config, device, learning_rate=rate, cross_entropy=recipe.cross_entropy)
+    trainer = DualStreamTrainer(config, device, learning_rate=rate, cross_entropy=recipe.cross_entropy, augment=recipe.intensity_augmentation())
     samplers = recipe.patch_samplers(config, train_sets, schedule.patch)
     steps = Schedule(schedule.steps, validate_every=validate_every or schedule.steps,
                      warmup_steps=min(recipe.warmup_steps, schedule.steps // 10), final_learning_rate=recipe.final_learning_rate)

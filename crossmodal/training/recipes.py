@@ -36,7 +36,7 @@ from crossmodal.nets.mmsdnet import PAPER_SEGMENTOR, MMSDNetConfig
 from crossmodal.nets.residual_fcn import VARIANTS, ResidualFCNConfig
 from crossmodal.pairing import PairingConfig
 from crossmodal.scoring import structure_dice
-from crossmodal.training.abdominal_training import DualStreamTrainer, PatchSampler, SpatialAugmentation, alternating_batches
+from crossmodal.training.abdominal_training import DualStreamTrainer, IntensityAugmentation, PatchSampler, SpatialAugmentation, alternating_batches
 from crossmodal.training.cardiac_data import CardiacPatient, build_samples, load_patient
 from crossmodal.training.evaluation import predict_patient, score_native, validation_score
 from crossmodal.training.methods import MMSDNetMethod
@@ -245,6 +245,9 @@ class DualStreamRecipe(Recipe):
     records it and inference uses it too."""
     spatial_augmentation: bool = False
     """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
+    contrast_augmentation: bool = False
+    """Also vary each training patch's contrast, gamma and offset as nnU-Net does (:meth:`IntensityAugmentation.varied_contrast`),
+    so that a volume whose body z-score sits its organs lower or higher than usual still looks familiar."""
     cross_entropy: bool = False
     """Add voxel-wise cross-entropy to the paper's Dice loss (nnU-Net's loss), so that background is graded too."""
     mirror: bool = False
@@ -260,6 +263,10 @@ class DualStreamRecipe(Recipe):
         mirror = ABDOMEN.mirrored_classes() if self.mirror else None
         return {config.streams.index(m): PatchSampler([s.prepared for s in subjects], patch, config.classes, spatial, mirror)
                 for m, subjects in training.items() if subjects}
+
+    def intensity_augmentation(self) -> IntensityAugmentation:
+        """Noise and offsets, and contrast and gamma where this recipe asks for them."""
+        return IntensityAugmentation.varied_contrast() if self.contrast_augmentation else IntensityAugmentation()
 
     def prepare(self, device: torch.device, progress: Progress) -> Job:
         if self.variant not in VARIANTS:
@@ -278,7 +285,7 @@ class DualStreamRecipe(Recipe):
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device),
-                                     cross_entropy=self.cross_entropy)
+                                     cross_entropy=self.cross_entropy, augment=self.intensity_augmentation())
         samplers = self.patch_samplers(config, training, self.patch)
 
         def validate(method: DualStreamTrainer) -> float:
