@@ -252,8 +252,9 @@ _ABDOMEN_GRIDS = {
     "CT": ((192, 160, 36), (1.75, 1.75, 5.0)),
     "MR": ((256, 224, 28), (1.25, 1.25, 7.7)),
 }
+# One contrast phase throughout, portal-venous as BTCV's: liver ~105 HU, spleen ~115, renal parenchyma ~170.
 _CT_HU = {"air": -1000.0, "fat": -100.0, "soft": 45.0, "bone": 700.0, "gas": -850.0,
-          LIVER: 60.0, SPLEEN: 50.0, RIGHT_KIDNEY: 150.0, LEFT_KIDNEY: 150.0}  # fmt: skip
+          LIVER: 105.0, SPLEEN: 115.0, RIGHT_KIDNEY: 170.0, LEFT_KIDNEY: 170.0}  # fmt: skip
 _MR_T2 = {"air": 0.0, "fat": 0.62, "soft": 0.30, "bone": 0.08, "gas": 0.02,
           LIVER: 0.22, SPLEEN: 0.52, RIGHT_KIDNEY: 0.58, LEFT_KIDNEY: 0.58}  # fmt: skip
 
