@@ -75,10 +75,8 @@ def guess_modality(image: sitk.Image) -> tuple[str, str]:
 def body_box(image: np.ndarray, margin: int, method: str = DEFAULT_BODY_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
     """Index bounds (low, high) (z, y, x) of the body: foreground by ``method`` (:data:`BODY_THRESHOLDS`), largest
     component, plus ``margin`` voxels."""
-    threshold = BODY_THRESHOLDS[method]()
-    threshold.SetInsideValue(0)
-    threshold.SetOutsideValue(1)
-    foreground = threshold.Execute(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image), 1.0))
+    smoothed = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image), 1.0))
+    foreground = sitk.GetImageFromArray((smoothed > intensity_threshold(smoothed, method)).astype(np.uint8))
     components = sitk.RelabelComponent(sitk.ConnectedComponent(foreground), sortByObjectSize=True)
     body = sitk.GetArrayViewFromImage(components) == 1
     if not body.any():
