@@ -105,15 +105,17 @@ def test_a_learning_curve_scores_the_test_volumes_along_one_training(tmp_path, c
     assert "| 4 |" in (out / "curve-V4.md").read_text(encoding="utf-8")
 
 
-def test_the_committed_tables_resume_with_the_recipe_they_were_trained_with():
-    """The committed tables were trained as the bundled 2.0.0 recipe, which found the body with Otsu's threshold
-    before it was a recipe key; their folder keeps that recipe, so the documented command (``--recipe`` that
-    folder) still resumes them, and a recipe that finds the body otherwise does not mix them in."""
+@pytest.mark.parametrize(("folder", "body_threshold", "runs_expected"), [("dualstream-tables", "otsu", 36), ("dualstream-tables-li", "li", None)])
+def test_the_committed_tables_resume_with_the_recipe_they_were_trained_with(folder, body_threshold, runs_expected):
+    """Each committed tables folder keeps the recipe its runs were trained with (2.0.0's found the body with Otsu's
+    threshold before it was a recipe key; 2.2.0's with Li's), so the documented command (``--recipe`` that folder)
+    still resumes it after the bundled recipe moves on, and a recipe that finds the body otherwise does not mix in."""
     from pathlib import Path
 
-    tables = Path(__file__).resolve().parents[1] / "Documentation" / "measurements" / "dualstream-tables"
+    tables = Path(__file__).resolve().parents[1] / "Documentation" / "measurements" / folder
     trained_as = training_choices(read_recipe(recipe_of(tables)))
-    assert trained_as["body_threshold"] == "otsu"
+    assert trained_as["body_threshold"] == body_threshold
     runs = [json.loads(p.read_text()) for p in sorted((tables / "runs").glob("*.json"))]
-    assert len(runs) == 36 and all(recorded_choices(run) == trained_as for run in runs)
-    assert all(recorded_choices(run) != {**trained_as, "body_threshold": "li"} for run in runs)
+    assert runs and len(runs) == (runs_expected or len(runs)) and all(recorded_choices(run) == trained_as for run in runs)
+    other = "li" if body_threshold == "otsu" else "otsu"
+    assert all(recorded_choices(run) != {**trained_as, "body_threshold": other} for run in runs)
