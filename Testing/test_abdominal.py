@@ -252,6 +252,22 @@ def test_contrast_augmentation_moves_and_squeezes_the_tissues_of_a_patch_as_anot
     assert read_recipe(config).intensity_augmentation() == IntensityAugmentation.varied_contrast()
 
 
+def test_a_second_seed_can_train_on_the_split_of_the_first():
+    """``seed`` draws the initial weights and, unless ``validation_seed`` is set, the held-out subjects too: with it, two
+    seeds hold out the same subjects, so their difference is the noise of a training, not of a split."""
+    from crossmodal.training.recipes import DualStreamRecipe, Subject
+
+    subjects = {"MR": [Subject(f"MR_{i:02d}", "MR", None, None) for i in range(15)], "CT": [Subject(f"CT_{i}", "CT", None, None) for i in range(4)]}
+
+    def held(**keys) -> list[str]:
+        return [s.case_id for s in DualStreamRecipe(**keys).validation_split(subjects)[0]]
+
+    assert len(held(seed=0)) == 4 and held(seed=0) != held(seed=1)
+    assert held(seed=1, validation_seed=0) == held(seed=0) == held(seed=0, validation_seed=0)
+    held_out, training = DualStreamRecipe(seed=1, validation_seed=0).validation_split(subjects)
+    assert sorted(s.case_id for s in held_out + training["MR"] + training["CT"]) == sorted(s.case_id for v in subjects.values() for s in v)
+
+
 def test_validation_grades_what_segment_delivers():
     """The checkpoint choice, the card and the tables score the product's output (one piece per organ, kidneys by side),
     not the network's raw arg-max: a card must not promise other figures than `segment` gives."""

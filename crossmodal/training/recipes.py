@@ -238,6 +238,9 @@ class DualStreamRecipe(Recipe):
     batch_size: int = 2
     validate_every: int = 250
     validation: dict = field(default_factory=lambda: {"CT": 1, "MR": 3})
+    validation_seed: int | None = None
+    """Seed of the validation split (the recipe's ``seed`` when unset): another ``seed`` on the same split trains the
+    same subjects anew, which sizes the noise of a one-training comparison."""
     ct_window: list[float] | None = None
     """HU window of the training CT (BTCV's copy: [-125, 275]); inputs are clipped to it at inference too."""
     body_threshold: str = DEFAULT_BODY_THRESHOLD
@@ -264,6 +267,17 @@ class DualStreamRecipe(Recipe):
         return {config.streams.index(m): PatchSampler([s.prepared for s in subjects], patch, config.classes, spatial, mirror)
                 for m, subjects in training.items() if subjects}
 
+    def validation_split(self, subjects: dict[str, list[Subject]]) -> tuple[list[Subject], dict[str, list[Subject]]]:
+        """(held out, training per modality): ``validation`` subjects of each modality, drawn with the split's seed."""
+        seed = self.seed if self.validation_seed is None else self.validation_seed
+        held, training = [], {}
+        for m, found in subjects.items():
+            order = np.random.default_rng(seed).permutation(len(found))
+            count = min(int(self.validation.get(m, 0)), len(found) - 1)
+            held += [found[i] for i in order[:count]]
+            training[m] = [found[i] for i in order[count:]]
+        return held, training
+
     def intensity_augmentation(self) -> IntensityAugmentation:
         """Noise and offsets, and contrast and gamma where this recipe asks for them."""
         return IntensityAugmentation.varied_contrast() if self.contrast_augmentation else IntensityAugmentation()
@@ -276,12 +290,7 @@ class DualStreamRecipe(Recipe):
             raise InputError("config", 'needs a CT or an MR data folder (in the config\'s "data" or --ct/--mr)')
         require_body_threshold(self.body_threshold, "config")
         subjects = {m: load_subjects(self.data_folder(m), m, progress, self.ct_window, self.body_threshold) for m in given}
-        held, training = [], {}
-        for m, found in subjects.items():
-            order = np.random.default_rng(self.seed).permutation(len(found))
-            count = min(int(self.validation.get(m, 0)), len(found) - 1)
-            held += [found[i] for i in order[:count]]
-            training[m] = [found[i] for i in order[count:]]
+        held, training = self.validation_split(subjects)
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
         trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device),
