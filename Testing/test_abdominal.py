@@ -252,6 +252,49 @@ def test_contrast_augmentation_moves_and_squeezes_the_tissues_of_a_patch_as_anot
     assert read_recipe(config).intensity_augmentation() == IntensityAugmentation.varied_contrast()
 
 
+def test_a_weight_averaging_trainer_delivers_the_moving_average_and_resumes_it_exactly(tmp_path):
+    """With ``weight_average`` the trainer delivers (validation, best checkpoint, bundle) the moving average of its weights
+    and batch-norm statistics, not the last step's weights; a stopped run resumes the average where it was."""
+    import json
+
+    from crossmodal.training.abdominal_training import PatchBatch
+    from crossmodal.training.recipes import read_recipe
+    from crossmodal.training.trainer import Checkpointing, Schedule, TrainingStopped, train
+
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4-average", "weight_average": 0.6, "data": {"MR": "."}}))
+    recipe = read_recipe(path)
+    config = ResidualFCNConfig(variant="V4", filters=(2, 4, 4, 8, 8), units_per_scale=1)
+
+    def batch(generator: torch.Generator) -> PatchBatch:
+        stream = int(torch.randint(2, (), generator=generator))
+        return PatchBatch(stream, torch.randn(2, 1, 16, 16, 16, generator=generator), torch.randint(5, (2, 16, 16, 16), generator=generator))
+
+    def run(stop_at=None, resume=False):
+        torch.manual_seed(0)
+        trainer = recipe.trainer(config, torch.device("cpu"), 1e-2)
+        raw = []
+        try:
+            train(trainer, batch, Schedule(6), checkpointing=Checkpointing(tmp_path / "run.pt", every=100), resume=resume,
+                  should_stop=lambda step: step == stop_at, log=lambda _: raw.append({k: v.clone() for k, v in trainer.module.state_dict().items()}))
+        except TrainingStopped:
+            pass
+        return trainer, raw
+
+    trainer, raw = run()
+    name = "stem.1.weight"
+    expected = raw[0][name]
+    for n, weights in enumerate(raw[1:], 1):
+        expected = expected.lerp(weights[name], 1 - min(0.6, (1 + n) / (10 + n)))
+    assert torch.allclose(trainer.state_dict()[name], expected, atol=1e-6)
+    assert not torch.allclose(trainer.state_dict()[name], raw[-1][name], atol=1e-3)  # the average, not the last step
+    means = [k for k in trainer.state_dict() if k.endswith("stream_mean")]
+    assert means and not torch.equal(trainer.state_dict()[means[0]], raw[-1][means[0]])  # batch-norm statistics averaged too
+    assert run(stop_at=3)[0].average.n_averaged.item() == 3
+    resumed, _ = run(resume=True)
+    assert all(torch.equal(v, trainer.state_dict()[k]) for k, v in resumed.state_dict().items())
+
+
 def test_a_second_seed_can_train_on_the_split_of_the_first():
     """``seed`` draws the initial weights and, unless ``validation_seed`` is set, the held-out subjects too: with it, two
     seeds hold out the same subjects, so their difference is the noise of a training, not of a split."""

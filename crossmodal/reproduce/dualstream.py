@@ -81,7 +81,7 @@ def fold_sets(folds: dict[str, list[list[Subject]]], fold: int) -> tuple[dict[st
 
 
 TRAINING_CHOICES = ("spatial_augmentation", "contrast_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate",
-                    "ct_window", "body_threshold")
+                    "ct_window", "body_threshold", "weight_average")
 """What a run takes from the bundled recipe; the rest is the schedule's."""
 
 
@@ -102,7 +102,7 @@ def variant_training(variant: str, train_sets: dict[str, list[Subject]], schedul
     """A variant's trainer, batches and steps at the schedule's width and length, trained as ``recipe`` says."""
     config = ResidualFCNConfig(variant=variant, filters=schedule.filters, units_per_scale=schedule.units_per_scale)
     rate = schedule.learning_rates[0 if variant in ("Individual", "Joint") else 1]
-    trainer = DualStreamTrainer(config, device, learning_rate=rate, cross_entropy=recipe.cross_entropy, augment=recipe.intensity_augmentation())
+    trainer = recipe.trainer(config, device, rate)
     samplers = recipe.patch_samplers(config, train_sets, schedule.patch)
     steps = Schedule(schedule.steps, validate_every=validate_every or schedule.steps,
                      warmup_steps=min(recipe.warmup_steps, schedule.steps // 10), final_learning_rate=recipe.final_learning_rate)
@@ -118,7 +118,7 @@ def run_variant(variant: str, train_sets: dict[str, list[Subject]], test_sets: d
                 schedule: DualStreamSchedule, recipe: DualStreamRecipe, device: torch.device, seed: int) -> dict:
     trainer, batches, steps = variant_training(variant, train_sets, schedule, recipe, device)
     result = train(trainer, batches, steps, seed=seed)
-    return {"seconds": result.seconds, "final_loss": result.history[-1]["loss"], "scores": held_out_scores(trainer.network, test_sets, device)}
+    return {"seconds": result.seconds, "final_loss": result.history[-1]["loss"], "scores": held_out_scores(trainer.delivered, test_sets, device)}
 
 
 def learning_curve(variant: str, train_sets: dict[str, list[Subject]], test_sets: dict[str, list[Subject]],
@@ -130,7 +130,7 @@ def learning_curve(variant: str, train_sets: dict[str, list[Subject]], test_sets
     start = time.perf_counter()
 
     def score(method: DualStreamTrainer) -> float:
-        scores = held_out_scores(method.module, test_sets, device)
+        scores = held_out_scores(method.delivered, test_sets, device)
         point = {"step": min(every * (len(points) + 1), schedule.steps), "seconds": time.perf_counter() - start}
         for modality, cases in scores.items():
             point[modality] = {o: float(np.mean([c[o] for c in cases.values()])) for o in ABDOMEN.names}

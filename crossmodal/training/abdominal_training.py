@@ -16,11 +16,12 @@ from itertools import cycle
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from crossmodal.abdominal import PreparedVolume
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
 from crossmodal.training.losses import dice_cross_entropy, dice_loss
-from crossmodal.training.trainer import NetworkTraining
+from crossmodal.training.trainer import NetworkTraining, Stateful
 
 
 @dataclass(frozen=True)
@@ -165,17 +166,51 @@ class IntensityAugmentation:
         return mean + (curved - curved.mean(dim=dims, keepdim=True)) * std / curved.std(dim=dims, keepdim=True).clamp_min(1e-6)
 
 
+def moving_average(longest: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An exponential moving average whose decay after ``n`` updates is ``min(longest, (1 + n) / (10 + n))``: early on it
+    forgets the random initial weights within a tenth of the steps so far, later it averages over about
+    ``1 / (1 - longest)`` steps. Integer buffers (batch counts) take the newest value."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        n = float(updates)
+        return averaged.lerp(current, 1 - min(longest, (1 + n) / (10 + n)))
+
+    return update
+
+
 class DualStreamTrainer(NetworkTraining):
-    """The network, Adam at the paper's rate for its variant (1e-3 Individual / Joint, 1e-4 dual-stream), the step."""
+    """The network, Adam at the paper's rate for its variant (1e-3 Individual / Joint, 1e-4 dual-stream), the step.
+
+    With ``weight_average`` (the longest decay of :func:`moving_average`), the trainer also keeps a moving average of the
+    weights and batch-norm statistics; that average is what it delivers (:attr:`delivered`): what validation scores,
+    the best checkpoint keeps and the bundle stores. Each checkpoint of a short-batch training swings with its last
+    few updates; the average does not."""
 
     def __init__(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float | None = None, bfloat16: bool = False,
-                 cross_entropy: bool = False, augment: IntensityAugmentation | None = None) -> None:
+                 cross_entropy: bool = False, augment: IntensityAugmentation | None = None, weight_average: float | None = None) -> None:
         rate = learning_rate if learning_rate is not None else (1e-3 if config.variant in ("Individual", "Joint") else 1e-4)
         super().__init__(DualStreamFCN(config), rate, device, adam_eps=1e-5)
         self.name = f"DualStream-{config.variant}"
         self.augment = augment or IntensityAugmentation()
         self.bfloat16 = bfloat16
         self.loss = dice_cross_entropy if cross_entropy else dice_loss
+        self.average = None if weight_average is None else AveragedModel(self.module, avg_fn=moving_average(weight_average), use_buffers=True)
+
+    @property
+    def delivered(self) -> DualStreamFCN:
+        """The network validation scores and the bundle stores: the weights' moving average where one is kept."""
+        return self.module if self.average is None else self.average.module
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.delivered.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.delivered.load_state_dict(state)
+
+    def parts(self) -> dict[str, Stateful]:
+        return {**super().parts(), **({"average": self.average} if self.average is not None else {})}
 
     def train_step(self, batch: PatchBatch, generator: torch.Generator) -> dict[str, float]:
         self.network.train()
@@ -184,4 +219,6 @@ class DualStreamTrainer(NetworkTraining):
             logits = self.network(images, batch.stream).float()
         loss = self.loss(logits, batch.labels.to(self.device))
         self._apply(loss, self.optimiser)
+        if self.average is not None:
+            self.average.update_parameters(self.module)
         return {"loss": loss.item(), "stream": float(batch.stream)}

@@ -256,6 +256,10 @@ class DualStreamRecipe(Recipe):
     mirror: bool = False
     """Flip half the training patches left-right, the kidneys swapping names (:class:`PatchSampler`): the model can
     then be run with test-time mirroring (``segment --mirror``), which the card reports the validation of."""
+    weight_average: float | None = None
+    """Deliver a moving average of the weights (:func:`~crossmodal.training.abdominal_training.moving_average`, this its
+    longest decay, e.g. 0.998: about the last 500 steps) instead of the last step's: validation, the kept checkpoint
+    and the bundle all use it."""
 
     architecture = "DualStreamFCN"
 
@@ -282,6 +286,12 @@ class DualStreamRecipe(Recipe):
         """Noise and offsets, and contrast and gamma where this recipe asks for them."""
         return IntensityAugmentation.varied_contrast() if self.contrast_augmentation else IntensityAugmentation()
 
+    def trainer(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float) -> DualStreamTrainer:
+        """The trainer of ``config`` at ``learning_rate``, with this recipe's loss, augmentation and weight average (the
+        bundle's training and every variant of the tables train alike)."""
+        return DualStreamTrainer(config, device, learning_rate=learning_rate, bfloat16=self.autocast_bfloat16(device), cross_entropy=self.cross_entropy,
+                                 augment=self.intensity_augmentation(), weight_average=self.weight_average)
+
     def prepare(self, device: torch.device, progress: Progress) -> Job:
         if self.variant not in VARIANTS:
             raise InputError("config", f"variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
@@ -293,18 +303,17 @@ class DualStreamRecipe(Recipe):
         held, training = self.validation_split(subjects)
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
-        trainer = DualStreamTrainer(config, device, learning_rate=self.learning_rate, bfloat16=self.autocast_bfloat16(device),
-                                     cross_entropy=self.cross_entropy, augment=self.intensity_augmentation())
+        trainer = self.trainer(config, device, self.learning_rate)
         samplers = self.patch_samplers(config, training, self.patch)
 
         def validate(method: DualStreamTrainer) -> float:
-            return float(np.mean([np.mean(list(subject_dice(method.module, s, device).values())) for s in held]))
+            return float(np.mean([np.mean(list(subject_dice(method.delivered, s, device).values())) for s in held]))
 
         def card(result: TrainingResult) -> ModelCard:
-            scores = {s.case_id: subject_dice(trainer.network, s, device) for s in held}
+            scores = {s.case_id: subject_dice(trainer.delivered, s, device) for s in held}
             validation = {"subjects": {s.case_id: s.modality for s in held}, "dice_native": scores, "average": modality_means(scores, held)}
             if self.mirror:
-                mirrored = {s.case_id: subject_dice(trainer.network, s, device, mirror=True) for s in held}
+                mirrored = {s.case_id: subject_dice(trainer.delivered, s, device, mirror=True) for s in held}
                 validation.update(dice_native_mirrored=mirrored, average_mirrored=modality_means(mirrored, held))
             return ModelCard(
                 id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
@@ -320,7 +329,7 @@ class DualStreamRecipe(Recipe):
                 validation=validation,
             )
 
-        return Job(trainer, trainer.network, alternating_batches(samplers, self.batch_size), self.schedule(),
+        return Job(trainer, trainer.delivered, alternating_batches(samplers, self.batch_size), self.schedule(),
                    validate if held else None, card)
 
 
