@@ -294,6 +294,10 @@ def test_a_weight_averaging_trainer_delivers_the_moving_average_and_resumes_it_e
     resumed, _ = run(resume=True)
     assert all(torch.equal(v, trainer.state_dict()[k]) for k, v in resumed.state_dict().items())
 
+    recipe.weight_average = 1.5  # a typo for 0.995 would extrapolate instead of average
+    with pytest.raises(InputError, match="weight_average must lie between 0 and 1"):
+        recipe.trainer(config, torch.device("cpu"), 1e-2)
+
 
 def test_a_second_seed_can_train_on_the_split_of_the_first():
     """``seed`` draws the initial weights and, unless ``validation_seed`` is set, the held-out subjects too: with it, two

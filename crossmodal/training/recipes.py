@@ -289,6 +289,8 @@ class DualStreamRecipe(Recipe):
     def trainer(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float) -> DualStreamTrainer:
         """The trainer of ``config`` at ``learning_rate``, with this recipe's loss, augmentation and weight average (the
         bundle's training and every variant of the tables train alike)."""
+        if self.weight_average is not None and not 0 < self.weight_average < 1:
+            raise InputError("config", f"weight_average must lie between 0 and 1 (a decay, e.g. 0.998), not {self.weight_average}")
         return DualStreamTrainer(config, device, learning_rate=learning_rate, bfloat16=self.autocast_bfloat16(device), cross_entropy=self.cross_entropy,
                                  augment=self.intensity_augmentation(), weight_average=self.weight_average)
 
