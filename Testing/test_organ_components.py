@@ -55,3 +55,29 @@ def test_sides_are_physical_whatever_the_voxel_order():
     flipped.SetOrigin(truth.TransformIndexToPhysicalPoint((truth.GetSize()[0] - 1, 0, 0)))
     cleaned = sitk.GetArrayFromImage(keep_organ_components(flipped, ABDOMEN))
     np.testing.assert_array_equal(cleaned[:, :, ::-1], array)
+
+
+def test_two_kidneys_joined_by_a_bridge_keep_the_names_the_network_gave_them():
+    """A network that finds both kidneys but also labels a strip across the midline "kidney" joins them into one piece;
+    pooled, that piece took one name and a stray scrap the other, so a kidney the network found was lost. The piece holds
+    two organs the network told apart, far apart left-right: each keeps its own named part. The two halves of one kidney
+    named after different sides stay one kidney."""
+    _, truth = abdominal_volume("MR", seed=4)
+    array = sitk.GetArrayFromImage(keep_organ_components(truth, ABDOMEN))
+    centres = [np.argwhere(array == kidney).mean(axis=0) for kidney in (RIGHT_KIDNEY, LEFT_KIDNEY)]
+    bridged = array.copy()
+    for t in np.linspace(0, 1, 200):
+        z, y, x = np.round(centres[0] + t * (centres[1] - centres[0])).astype(int)
+        bridged[z - 1 : z + 2, y - 1 : y + 2, x] = np.where(bridged[z - 1 : z + 2, y - 1 : y + 2, x] == LEFT_KIDNEY, LEFT_KIDNEY, RIGHT_KIDNEY)
+    bridged[2:5, 2:5, 2:5] = LEFT_KIDNEY  # a stray scrap, far from both
+    cleaned = sitk.GetArrayFromImage(keep_organ_components(with_array(truth, bridged), ABDOMEN))
+    np.testing.assert_array_equal(cleaned == LEFT_KIDNEY, array == LEFT_KIDNEY)
+    assert (cleaned[array == RIGHT_KIDNEY] == RIGHT_KIDNEY).all() and not cleaned[2:5, 2:5, 2:5].any()
+
+    halves = array.copy()
+    right = np.argwhere(array == RIGHT_KIDNEY)
+    medial = right[right[:, 2] > np.median(right[:, 2])]  # the right kidney's medial half, named "left kidney"
+    halves[tuple(medial.T)] = LEFT_KIDNEY
+    cleaned = sitk.GetArrayFromImage(keep_organ_components(with_array(truth, halves), ABDOMEN))
+    assert (cleaned[array == RIGHT_KIDNEY] != 0).all() and len(np.unique(cleaned[array == RIGHT_KIDNEY])) == 1
+    assert (cleaned[array == LEFT_KIDNEY] != 0).all()

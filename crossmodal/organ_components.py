@@ -4,7 +4,9 @@ A voxel-wise network leaves islands (a scrap of "liver" in the spleen, "kidney" 
 name a kidney after the wrong side. Here each organ keeps its largest 3-D connected component; organs
 that are one organ on two sides (the same anatomical code with a right and a left modifier, such as
 the kidneys) are pooled first, their two largest pieces kept, and each named after the side of the body
-it lies on when the network's own naming does not tell them apart.
+it lies on when the network's own naming does not tell them apart. A pooled piece in which the network did
+tell two organs apart, far apart left-right, is two organs joined by a bridge of false voxels (two kidneys
+across the midline): each keeps its own named part.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def keep_organ_components(labels: sitk.Image, label_set: LabelSet) -> sitk.Image
             (piece,) = _largest_pieces(labels, pooled, 1)
             cleaned[piece] = members[0].value
             continue
-        pieces = _largest_pieces(labels, pooled, 2)
+        parts = [part for piece in _largest_pieces(labels, pooled, 3) for part in _organs_told_apart(labels, array, piece, members)]
+        pieces = sorted(parts, key=np.count_nonzero, reverse=True)[:2]
         named = [_majority(array[piece], members) for piece in pieces]
         if len(pieces) == 2 and named[0] is named[1]:
             named = _by_side(labels, pieces, members)
@@ -52,6 +55,24 @@ def _largest_pieces(reference: sitk.Image, mask: np.ndarray, count: int) -> list
     """The ``count`` largest face-connected pieces of ``mask``, largest first."""
     pieces = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(_on_grid(reference, mask)), sortByObjectSize=True))
     return [pieces == i for i in range(1, min(count, int(pieces.max())) + 1)]
+
+
+PAIRED_ORGANS_APART_MM = 60.0
+"""How far apart left-right the two named parts of a pooled piece must lie to be two organs: kidney centroids lie
+10-13 cm apart; the two halves of one kidney named after different sides lie within about 3 cm."""
+
+
+def _organs_told_apart(reference: sitk.Image, array: np.ndarray, piece: np.ndarray, members: list[Label]) -> list[np.ndarray]:
+    """``piece`` split into the largest part of each organ the network named in it when it named both (each a fifth of
+    the piece or more), on their own sides and :data:`PAIRED_ORGANS_APART_MM` apart; otherwise ``piece`` alone."""
+    right, left = (next(m for m in members if m.side == side) for side in ("right", "left"))
+    parts = [piece & (array == m.value) for m in (right, left)]
+    if min(np.count_nonzero(p) for p in parts) < 0.2 * np.count_nonzero(piece):
+        return [piece]
+    x_right, x_left = (centroid_mm(_on_grid(reference, p))[0] for p in parts)
+    if x_left - x_right < PAIRED_ORGANS_APART_MM:  # LPS +x is the patient's left
+        return [piece]
+    return [_largest_pieces(reference, p, 1)[0] for p in parts]
 
 
 def _majority(values: np.ndarray, members: list[Label]) -> Label:
