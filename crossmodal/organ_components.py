@@ -35,6 +35,7 @@ def keep_organ_components(labels: sitk.Image, label_set: LabelSet) -> sitk.Image
             (piece,) = _largest_pieces(labels, pooled, 1)
             cleaned[piece] = members[0].value
             continue
+        # three: once the largest is split in two, the third-largest piece may outsize one of its parts
         parts = [part for piece in _largest_pieces(labels, pooled, 3) for part in _organs_told_apart(labels, array, piece, members)]
         pieces = sorted(parts, key=np.count_nonzero, reverse=True)[:2]
         named = [_majority(array[piece], members) for piece in pieces]
@@ -65,14 +66,18 @@ PAIRED_ORGANS_APART_MM = 60.0
 def _organs_told_apart(reference: sitk.Image, array: np.ndarray, piece: np.ndarray, members: list[Label]) -> list[np.ndarray]:
     """``piece`` split into the largest part of each organ the network named in it when it named both (each a fifth of
     the piece or more), on their own sides and :data:`PAIRED_ORGANS_APART_MM` apart; otherwise ``piece`` alone."""
-    right, left = (next(m for m in members if m.side == side) for side in ("right", "left"))
-    parts = [piece & (array == m.value) for m in (right, left)]
+    parts = [piece & (array == m.value) for m in _right_and_left(members)]
     if min(np.count_nonzero(p) for p in parts) < 0.2 * np.count_nonzero(piece):
         return [piece]
     x_right, x_left = (centroid_mm(_on_grid(reference, p))[0] for p in parts)
     if x_left - x_right < PAIRED_ORGANS_APART_MM:  # LPS +x is the patient's left
         return [piece]
     return [_largest_pieces(reference, p, 1)[0] for p in parts]
+
+
+def _right_and_left(members: list[Label]) -> tuple[Label, Label]:
+    right, left = (next(m for m in members if m.side == side) for side in ("right", "left"))
+    return right, left
 
 
 def _majority(values: np.ndarray, members: list[Label]) -> Label:
@@ -82,5 +87,5 @@ def _majority(values: np.ndarray, members: list[Label]) -> Label:
 def _by_side(reference: sitk.Image, pieces: list[np.ndarray], members: list[Label]) -> list[Label]:
     """Name each piece after the side of the body it lies on: LPS +x is the patient's left."""
     x = [centroid_mm(_on_grid(reference, p))[0] for p in pieces]
-    right, left = (next(m for m in members if m.side == side) for side in ("right", "left"))
+    right, left = _right_and_left(members)
     return [right, left] if x[0] < x[1] else [left, right]

@@ -200,14 +200,8 @@ class DualStreamTrainer(NetworkTraining):
 
     @property
     def delivered(self) -> DualStreamFCN:
-        """The network validation scores and the bundle stores: the weights' moving average where one is kept."""
+        """The weights' moving average where one is kept."""
         return self.module if self.average is None else self.average.module
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.delivered.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.delivered.load_state_dict(state)
 
     def parts(self) -> dict[str, Stateful]:
         return {**super().parts(), **({"average": self.average} if self.average is not None else {})}

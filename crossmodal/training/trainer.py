@@ -73,11 +73,17 @@ class NetworkTraining:
         """The network itself (``self.network`` may be its DDP replica while training distributed)."""
         return bare(self.network)
 
+    @property
+    def delivered(self) -> nn.Module:
+        """The weights validation scores, the best checkpoint keeps and a bundle stores: the network itself, unless a
+        method delivers another (a moving average of it)."""
+        return self.module
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.module.state_dict()
+        return self.delivered.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)
+        self.delivered.load_state_dict(state)
 
     def parts(self) -> dict[str, Stateful]:
         return {"network": self.module, "optimiser": self.optimiser}
