@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import labels_on_source, looks_like, prepare_volume
+from crossmodal.abdominal import Preparation, labels_on_source, looks_like, prepare_volume
 from crossmodal.abdominal_inference import predict_probabilities
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid, resample
@@ -43,6 +43,27 @@ def test_a_perfect_prediction_comes_back_on_the_input_grid(volume):
     for organ in (1, 2, 3, 4):
         overlap = 2 * ((found == organ) & (native == organ)).sum() / ((found == organ).sum() + (native == organ).sum())
         assert overlap > 0.9, organ
+
+
+def test_blank_border_slices_are_outside_the_field_of_view(volume):
+    """Scanners and converters fill slices they did not acquire with one value (a trailing zero slice in most CHAOS
+    T2 volumes): the network sees the acquired slices exactly as if those were absent, and its labels there are
+    background on the input's own grid."""
+    modality, image, labels = volume
+    filled = -3024 if modality == "CT" else 0
+    array = sitk.GetArrayFromImage(image)
+    array[-2:], array[:, :1] = filled, filled  # two superior slices and one anterior row never acquired
+    blanked = sitk.GetImageFromArray(array)
+    blanked.CopyInformation(image)
+    acquired = image[:, 1:, :-2]
+    trimmed = Preparation(trim_blank_borders=True)
+    a, b = prepare_volume(blanked, modality, preparation=trimmed), prepare_volume(acquired, modality, preparation=trimmed)
+    assert a.grid == b.grid and np.array_equal(a.image, b.image)
+    assert a.source == Grid.of(image)
+    everywhere_liver = np.zeros((5, *a.image.shape), np.float32)
+    everywhere_liver[1] = 1
+    back = sitk.GetArrayFromImage(labels_on_source(a, everywhere_liver))
+    assert not back[-2:].any() and not back[:, :1].any() and back[: -2, 1:].mean() > 0.3
 
 
 def test_sliding_window_inference_covers_the_volume_with_probabilities():
@@ -146,8 +167,9 @@ def test_a_volume_smaller_than_one_window_is_segmented_onto_its_own_grid():
 def test_raw_ct_meets_a_model_trained_on_windowed_ct_with_the_same_statistics():
     raw, _ = abdominal_volume("CT", seed=4)
     stored = sitk.Clamp(raw, raw.GetPixelID(), -125, 275)  # how BTCV's training copy is stored
-    a = prepare_volume(raw, "CT", ct_window=(-125, 275))
-    b = prepare_volume(stored, "CT", ct_window=(-125, 275))
+    windowed = Preparation(ct_window=(-125, 275))
+    a = prepare_volume(raw, "CT", preparation=windowed)
+    b = prepare_volume(stored, "CT", preparation=windowed)
     assert a.image.shape == b.image.shape and np.abs(a.image - b.image).max() < 1e-4
     without = prepare_volume(raw, "CT").image  # without the window, the body and its statistics differ
     assert without.shape != a.image.shape or np.abs(without - a.image).max() > 0.5
@@ -443,14 +465,14 @@ def test_bright_fluid_does_not_throw_the_body_threshold_off_the_body():
     fluid = with_bright_fluid(image, labels, times=8)
 
     def liver_level(volume: sitk.Image, method: str) -> float:
-        prepared = prepare_volume(volume, "MR", labels, body_threshold=method)
+        prepared = prepare_volume(volume, "MR", labels, preparation=Preparation(body_threshold=method))
         assert np.bincount(prepared.labels.ravel(), minlength=5)[1:].min() > 0  # every organ inside the crop
         return float(prepared.image[prepared.labels == 1].mean())
 
     assert abs(liver_level(fluid, "li") - liver_level(image, "li")) < 0.5
     assert abs(liver_level(fluid, "otsu") - liver_level(image, "otsu")) > 3  # the fault the choice exists for
     with pytest.raises(ValueError, match="body_threshold"):
-        prepare_volume(image, "MR", body_threshold="mean")
+        prepare_volume(image, "MR", preparation=Preparation(body_threshold="mean"))
 
 
 def test_segment_finds_the_body_as_the_model_was_trained_to(tmp_path):
@@ -472,3 +494,35 @@ def test_segment_finds_the_body_as_the_model_was_trained_to(tmp_path):
     card.preprocessing["body_threshold"] = "mean"  # a card edited by hand
     with pytest.raises(InputError, match="body_threshold 'mean'"):
         segment_abdominal(DualStreamFCN(net).eval(), card, image, "MR")
+
+
+def test_a_recipe_prepares_as_it_says_and_its_card_makes_inference_prepare_alike(tmp_path):
+    import json
+
+    from crossmodal.abdominal_inference import segment_abdominal
+    from crossmodal.bundles import ModelCard
+    from crossmodal.labels import ABDOMEN
+    from crossmodal.training.recipes import read_recipe
+
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4", "ct_window": [-125, 275], "body_threshold": "li",
+                                  "trim_blank_borders": True, "data": {"MR": str(tmp_path)}}))
+    preparation = read_recipe(config).preparation
+    assert preparation == Preparation(2.0, (-125, 275), "li", True)
+    entries = preparation.card_entries()
+    assert Preparation.of_card(entries, "card") == preparation
+    assert Preparation.of_card({"spacing_mm": 2.0}, "card") == Preparation()  # a card from before the choices: as it was trained
+
+    image, _ = abdominal_volume("MR", seed=6)
+    array = sitk.GetArrayFromImage(image)
+    array[-3:] = 0
+    blanked = sitk.GetImageFromArray(array)
+    blanked.CopyInformation(image)
+    net = ResidualFCNConfig(filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    card = ModelCard("v4", "0", "DualStreamFCN", net.as_dict(), ["MR", "CT"], entries, ModelCard.label_entries(ABDOMEN))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        network = DualStreamFCN(net).eval()
+        network.decoder[0].last.bias[1:] += 50.0  # an untrained network that calls every voxel an organ
+        labels = sitk.GetArrayFromImage(segment_abdominal(network, card, blanked, "MR", keep_components=False).labels)
+    assert labels[:-3].any() and not labels[-3:].any()

@@ -87,6 +87,22 @@ def body_box(image: np.ndarray, margin: int, method: str = DEFAULT_BODY_THRESHOL
     return low, high
 
 
+def without_blank_borders(image: sitk.Image) -> sitk.Image:
+    """``image`` less the slabs at its borders that hold one value everywhere: they were never acquired (11 of the 15
+    shared CHAOS T2 volumes end in an all-zero slice). Left in, the body crop keeps them, and the network sees the
+    tissue stop at a hard edge that no body has; one model labelled that edge liver (a band across the top of
+    CHAOS T2 034). Slabs inside the volume, and a volume that is blank everywhere, are left as they are."""
+    array = sitk.GetArrayViewFromImage(image)
+    kept = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        varies = np.flatnonzero(array.max(axis=others) > array.min(axis=others))
+        kept.append(slice(int(varies[0]), int(varies[-1]) + 1) if varies.size else slice(0, array.shape[axis]))
+    if all(k.stop - k.start == n for k, n in zip(kept, array.shape)):
+        return image
+    return image[kept[2], kept[1], kept[0]]
+
+
 def require_volume(size: Sequence[int], spacing: Sequence[float], source: str) -> None:
     """Refuse a 2-D slice or a thin slab (by its voxel count and spacing) before any work is done on it."""
     extent = np.asarray(size) * np.asarray(spacing)
@@ -96,40 +112,75 @@ def require_volume(size: Sequence[int], spacing: Sequence[float], source: str) -
                                  f"the 3-D dual-stream FCN needs at least {MIN_THICKNESS_MM:.0f} mm along every axis")
 
 
-def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, spacing_mm: float = SPACING_MM,
-                   ct_window: tuple[float, float] | None = None, body_threshold: str = DEFAULT_BODY_THRESHOLD, source: str = "image") -> PreparedVolume:
-    """Resample onto the LPS-aligned ``spacing_mm`` grid over the field of view, crop to the body, normalise.
+@dataclass(frozen=True)
+class Preparation:
+    """How a model's volumes are prepared: its recipe's in training, its card's at inference, so both prepare alike.
+
+    Defaults are what every model did before each became a choice (a recipe or card that names none)."""
+
+    spacing_mm: float = SPACING_MM
+    ct_window: tuple[float, float] | None = None
+    """HU window the training CT was stored in (BTCV's copy: [-125, 275]); CT is clipped to it."""
+    body_threshold: str = DEFAULT_BODY_THRESHOLD
+    """How the body is found for the crop and the z-score statistics (:data:`BODY_THRESHOLDS`)."""
+    trim_blank_borders: bool = False
+    """Border slabs of one value are outside the field of view (:func:`without_blank_borders`)."""
+
+    @classmethod
+    def of_card(cls, preprocessing: dict, source: str) -> Preparation:
+        """A model card's preparation (``source`` names the card in an error)."""
+        window = preprocessing.get("ct_window")
+        preparation = cls(preprocessing["spacing_mm"], tuple(window) if window else None, preprocessing.get("body_threshold", DEFAULT_BODY_THRESHOLD),
+                          bool(preprocessing.get("trim_blank_borders", False)))
+        require_body_threshold(preparation.body_threshold, source)
+        return preparation
+
+    def card_entries(self) -> dict:
+        """What a model card records of it (read back by :meth:`of_card`), with how it reads for a user."""
+        ct = f"clip to {list(self.ct_window)} HU" if self.ct_window else "clip below -1000 HU"
+        return {"spacing_mm": self.spacing_mm, "orientation": "LPS-aligned grid over the field of view",
+                "crop": f"{self.body_threshold.capitalize()} body mask + {BODY_MARGIN_MM:g} mm", "body_threshold": self.body_threshold,
+                "normalisation": {"CT": f"{ct}, z-score in the body", "MR": "z-score in the body"},
+                "ct_window": list(self.ct_window) if self.ct_window else None, "trim_blank_borders": self.trim_blank_borders}
+
+
+def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None = None, *, preparation: Preparation = Preparation(),
+                   source: str = "image") -> PreparedVolume:
+    """Resample onto the LPS-aligned grid of ``preparation.spacing_mm`` over the field of view, crop to the body, normalise.
 
     Every input, whatever its voxel order (CHAOS stores MR with y flipped relative to BTCV CT),
     obliquity or anisotropy, reaches the network with its array axes towards the patient's left,
     posterior and superior: the shared layers of the joint and dual-stream variants must see both
-    modalities the same way up. ``ct_window`` (HU) clips CT to the window a model's training CT was
-    stored in (BTCV's copy is windowed to [-125, 275]), so raw CT reaches it with the same statistics.
-    ``body_threshold`` (:data:`BODY_THRESHOLDS`) finds the body for the crop and the z-score statistics.
+    modalities the same way up. CT is clipped to ``preparation.ct_window`` so that raw CT reaches a model with the
+    statistics of its windowed training CT. Labels on the input's own grid come back there (:func:`labels_on_source`);
+    outside the crop they are background.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
-    require_body_threshold(body_threshold, "prepare_volume")
+    require_body_threshold(preparation.body_threshold, "prepare_volume")
     if image.GetDimension() != 3:
         raise InputError(source, f"is {image.GetDimension()}-D; the dual-stream FCN takes 3-D volumes")
     require_volume(image.GetSize(), image.GetSpacing(), source)
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise InputError(source, "contains NaN or infinite values")
+    own_grid = Grid.of(image)
     if modality == "CT":  # first of all, so that a raw and a windowed copy of a CT are prepared alike
         image = sitk.Cast(image, sitk.sitkFloat32)
-        image = sitk.Clamp(image, sitk.sitkFloat32, *ct_window) if ct_window else sitk.Maximum(image, CT_AIR_HU)
+        image = sitk.Clamp(image, sitk.sitkFloat32, *preparation.ct_window) if preparation.ct_window else sitk.Maximum(image, CT_AIR_HU)
+    if preparation.trim_blank_borders:
+        image = without_blank_borders(image)
     background = float(np.min(sitk.GetArrayViewFromImage(image)))  # outside an oblique field of view: air
-    resampled = resample(image, Grid.of(image).axis_aligned(spacing_mm), default=background)
+    resampled = resample(image, Grid.of(image).axis_aligned(preparation.spacing_mm), default=background)
     array = sitk.GetArrayFromImage(resampled)
     if looks_like(array) != modality:
         warnings.warn(f"{source}: its intensities look like {looks_like(array)}, but it was given as {modality}; check the modality", stacklevel=2)
-    low, high = body_box(array, int(np.ceil(BODY_MARGIN_MM / spacing_mm)), body_threshold)
+    low, high = body_box(array, int(np.ceil(BODY_MARGIN_MM / preparation.spacing_mm)), preparation.body_threshold)
     crop = tuple(slice(a, b) for a, b in zip(low, high))
     full = Grid.of(resampled)
     grid = Grid(tuple(int(n) for n in (high - low)[::-1]), tuple(full.index_to_point(low[::-1])), full.spacing, full.direction)
     body = array[crop]
-    mask = body > intensity_threshold(body, body_threshold)
-    prepared = PreparedVolume(modality, zscore(body, mask if mask.any() else None), grid, Grid.of(image))
+    mask = body > intensity_threshold(body, preparation.body_threshold)
+    prepared = PreparedVolume(modality, zscore(body, mask if mask.any() else None), grid, own_grid)
     if labels is not None:
         prepared.labels = sitk.GetArrayFromImage(resample(labels, grid, label=True)).astype(np.uint8)
     return prepared

@@ -11,7 +11,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
-from crossmodal.abdominal import DEFAULT_BODY_THRESHOLD, PreparedVolume, guess_modality, labels_on_source, prepare_volume, require_body_threshold
+from crossmodal.abdominal import Preparation, PreparedVolume, guess_modality, labels_on_source, prepare_volume
 from crossmodal.bundles import ModelCard
 from crossmodal.errors import InputError
 from crossmodal.labels import ABDOMEN
@@ -110,10 +110,7 @@ def segment_abdominal(
     streams = card.hyperparameters["streams"]
     if modality not in streams:
         raise InputError(source, f"is {modality}, but model {card.id!r} has streams for {', '.join(streams)} only")
-    window, body_threshold = card.preprocessing.get("ct_window"), card.preprocessing.get("body_threshold", DEFAULT_BODY_THRESHOLD)
-    require_body_threshold(body_threshold, f"model {card.id!r} (its card)")
-    prepared = prepare_volume(image, modality, spacing_mm=card.preprocessing["spacing_mm"], ct_window=tuple(window) if window else None,
-                              body_threshold=body_threshold, source=source)
+    prepared = prepare_volume(image, modality, preparation=Preparation.of_card(card.preprocessing, f"model {card.id!r} (its card)"), source=source)
     probabilities = predict_probabilities(network, streams.index(modality), prepared, device=device, progress=progress,
                                           mirror=ABDOMEN.mirrored_classes() if mirror else None)
     classes = sitk.GetArrayFromImage(delivered_classes(prepared, probabilities, keep_components))

@@ -81,7 +81,7 @@ def fold_sets(folds: dict[str, list[list[Subject]]], fold: int) -> tuple[dict[st
 
 
 TRAINING_CHOICES = ("spatial_augmentation", "contrast_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate",
-                    "ct_window", "body_threshold", "weight_average")
+                    "ct_window", "body_threshold", "trim_blank_borders", "weight_average")
 """What a run takes from the bundled recipe; the rest is the schedule's."""
 
 
@@ -227,7 +227,7 @@ def markdown(table: dict, tests: dict, meta: dict) -> str:
 
 def modality_subjects(args: argparse.Namespace, recipe: DualStreamRecipe) -> dict[str, list[Subject]]:
     """The MR and CT subjects of ``--mr`` and ``--ct``, prepared as the recipe's model sees them."""
-    return {m: load_subjects(folder, m, ct_window=recipe.ct_window, body_threshold=recipe.body_threshold) for m, folder in (("MR", args.mr), ("CT", args.ct))}
+    return {m: load_subjects(folder, m, recipe.preparation) for m, folder in (("MR", args.mr), ("CT", args.ct))}
 
 
 def main(argv: list[str] | None = None, events: Events | None = None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from crossmodal.abdominal import BODY_MARGIN_MM, DEFAULT_BODY_THRESHOLD, MODALITIES, SPACING_MM, PreparedVolume, prepare_volume, require_body_threshold
+from crossmodal.abdominal import DEFAULT_BODY_THRESHOLD, MODALITIES, SPACING_MM, Preparation, PreparedVolume, prepare_volume, require_body_threshold
 from crossmodal.abdominal_inference import delivered_classes, predict_probabilities
 from crossmodal.bundles import MIRRORED_PATCHES, ModelCard
 from crossmodal.datasets import discover_mscmrseg, read_nnunet_dataset
@@ -198,15 +198,13 @@ class Subject:
     """Manual labels on the subject's own grid."""
 
 
-def load_subjects(folder: Path, modality: str, progress: Progress | None = None, ct_window: list[float] | None = None,
-                  body_threshold: str = DEFAULT_BODY_THRESHOLD) -> list[Subject]:
+def load_subjects(folder: Path, modality: str, preparation: Preparation, progress: Progress | None = None) -> list[Subject]:
     """Every labelled case of an nnU-Net-layout ``folder``, prepared for the dual-stream FCN."""
     dataset = read_nnunet_dataset(folder)
     subjects = []
     for i, case in enumerate(dataset.cases, 1):
         image, labels = sitk.ReadImage(str(case.images[0])), dataset.read_label(case)
-        prepared = prepare_volume(image, modality, labels, ct_window=tuple(ct_window) if ct_window else None, body_threshold=body_threshold,
-                                  source=str(case.images[0]))
+        prepared = prepare_volume(image, modality, labels, preparation=preparation, source=str(case.images[0]))
         subjects.append(Subject(case.case_id, modality, prepared, sitk.GetArrayFromImage(labels)))
         if progress:
             progress(f"loading {modality}", i, len(dataset.cases))
@@ -246,6 +244,9 @@ class DualStreamRecipe(Recipe):
     body_threshold: str = DEFAULT_BODY_THRESHOLD
     """How the body is found for the crop and the z-score (:data:`crossmodal.abdominal.BODY_THRESHOLDS`); the card
     records it and inference uses it too."""
+    trim_blank_borders: bool = False
+    """Treat border slabs of one value as outside the field of view (:func:`crossmodal.abdominal.without_blank_borders`),
+    in training and, through the card, at inference."""
     spatial_augmentation: bool = False
     """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
     contrast_augmentation: bool = False
@@ -282,6 +283,12 @@ class DualStreamRecipe(Recipe):
             training[m] = [found[i] for i in order[count:]]
         return held, training
 
+    @property
+    def preparation(self) -> Preparation:
+        """How this recipe's volumes are prepared (the card passes it on to inference)."""
+        require_body_threshold(self.body_threshold, "config")
+        return Preparation(SPACING_MM, tuple(self.ct_window) if self.ct_window else None, self.body_threshold, self.trim_blank_borders)
+
     def intensity_augmentation(self) -> IntensityAugmentation:
         """Noise and offsets, and contrast and gamma where this recipe asks for them."""
         return IntensityAugmentation.varied_contrast() if self.contrast_augmentation else IntensityAugmentation()
@@ -300,8 +307,7 @@ class DualStreamRecipe(Recipe):
         given = [m for m in MODALITIES if m in self.data]
         if not given:
             raise InputError("config", 'needs a CT or an MR data folder (in the config\'s "data" or --ct/--mr)')
-        require_body_threshold(self.body_threshold, "config")
-        subjects = {m: load_subjects(self.data_folder(m), m, progress, self.ct_window, self.body_threshold) for m in given}
+        subjects = {m: load_subjects(self.data_folder(m), m, self.preparation, progress) for m in given}
         held, training = self.validation_split(subjects)
         config = ResidualFCNConfig(variant=self.variant, filters=tuple(self.filters), units_per_scale=self.units_per_scale)
         torch.manual_seed(self.seed)  # the initial weights belong to the recipe: a training is reproducible
@@ -319,12 +325,7 @@ class DualStreamRecipe(Recipe):
                 validation.update(dice_native_mirrored=mirrored, average_mirrored=modality_means(mirrored, held))
             return ModelCard(
                 id=self.id, version=self.version, architecture="DualStreamFCN", hyperparameters=config.as_dict(), modalities=list(config.streams),
-                preprocessing={"spacing_mm": SPACING_MM, "orientation": "LPS-aligned grid over the field of view",
-                               "crop": f"{self.body_threshold.capitalize()} body mask + {BODY_MARGIN_MM:g} mm", "body_threshold": self.body_threshold,
-                               "normalisation": {"CT": (f"clip to {self.ct_window} HU" if self.ct_window else "clip below -1000 HU") + ", z-score in the body",
-                                  "MR": "z-score in the body"},
-                               "ct_window": self.ct_window,
-                               "stream_of_modality": {m: i for i, m in enumerate(config.streams)}},
+                preprocessing={**self.preparation.card_entries(), "stream_of_modality": {m: i for i, m in enumerate(config.streams)}},
                 labels=ModelCard.label_entries(ABDOMEN),
                 training={"data": {m: str(self.data[m]) for m in given}, "subjects": {m: [s.case_id for s in v] for m, v in training.items()},
                           **self.training_record(result, device), **({MIRRORED_PATCHES: True} if self.mirror else {})},
