@@ -152,8 +152,8 @@ def prepare_volume(image: sitk.Image, modality: str, labels: sitk.Image | None =
     obliquity or anisotropy, reaches the network with its array axes towards the patient's left,
     posterior and superior: the shared layers of the joint and dual-stream variants must see both
     modalities the same way up. CT is clipped to ``preparation.ct_window`` so that raw CT reaches a model with the
-    statistics of its windowed training CT. Labels on the input's own grid come back there (:func:`labels_on_source`);
-    outside the crop they are background.
+    statistics of its windowed training CT. Predictions go back onto the input's own grid (:func:`labels_on_source`),
+    background outside the crop.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
