@@ -241,6 +241,29 @@ def test_a_dual_stream_recipe_reads_its_cross_entropy_key(tmp_path):
     assert read_recipe(config).cross_entropy is True
 
 
+def test_a_recipe_scales_its_spatially_augmented_patches_as_far_as_it_says(tmp_path):
+    """Patch samplers take the recipe's ``spatial_scale`` (the bundle's training and every tables run alike); a scale
+    that would flip or collapse an axis is refused with the key named."""
+    import json
+
+    from crossmodal.training.abdominal_training import SpatialAugmentation
+    from crossmodal.training.recipes import Subject, read_recipe
+
+    image, labels = abdominal_volume("MR", seed=5)
+    subjects = {"MR": [Subject("phantom", "MR", prepare_volume(image, "MR", labels), sitk.GetArrayFromImage(labels))]}
+    config = tmp_path / "recipe.json"
+    for scale, context in ((None, SpatialAugmentation().context(16)), (0.3, int(np.ceil(16 * 1.3 * 1.3)))):
+        config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4", "spatial_augmentation": True, "data": {"MR": str(tmp_path)},
+                                      **({"spatial_scale": scale} if scale else {})}))
+        recipe = read_recipe(config)
+        sampler = recipe.patch_samplers(ResidualFCNConfig(filters=(2, 4, 4, 8, 8)), subjects, 16)[0]
+        assert sampler.spatial.scale == (scale or SpatialAugmentation.scale) and sampler.box == context
+    config.write_text(json.dumps({"architecture": "DualStreamFCN", "id": "v4", "spatial_augmentation": True, "spatial_scale": 1.2,
+                                  "data": {"MR": str(tmp_path)}}))
+    with pytest.raises(InputError, match="spatial_scale"):
+        read_recipe(config).patch_samplers(ResidualFCNConfig(filters=(2, 4, 4, 8, 8)), subjects, 16)
+
+
 def test_contrast_augmentation_moves_and_squeezes_the_tissues_of_a_patch_as_another_body_make_up_would(tmp_path):
     """The default noise and offsets keep the gap between two tissues; a recipe with ``contrast_augmentation`` varies
     it (contrast, gamma) and shifts both further, as an MR whose body mask holds much fluid does (CHAOST2_036); the

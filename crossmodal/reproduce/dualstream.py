@@ -80,7 +80,7 @@ def fold_sets(folds: dict[str, list[list[Subject]]], fold: int) -> tuple[dict[st
     return {m: f[1 - fold] for m, f in folds.items()}, {m: f[fold] for m, f in folds.items()}
 
 
-TRAINING_CHOICES = ("spatial_augmentation", "contrast_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate",
+TRAINING_CHOICES = ("spatial_augmentation", "spatial_scale", "contrast_augmentation", "mirror", "cross_entropy", "warmup_steps", "final_learning_rate",
                     "ct_window", "body_threshold", "trim_blank_borders", "weight_average")
 """What a run takes from the bundled recipe; the rest is the schedule's."""
 

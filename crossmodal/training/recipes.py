@@ -249,6 +249,9 @@ class DualStreamRecipe(Recipe):
     in training and, through the card, at inference."""
     spatial_augmentation: bool = False
     """Rotate, scale and now and then deform each training patch (:class:`SpatialAugmentation`), besides noise and offsets."""
+    spatial_scale: float = SpatialAugmentation.scale
+    """With ``spatial_augmentation``: each axis scaled by 1 +/- up to this (nnU-Net draws 0.7-1.4), so that organs
+    larger or smaller than the training set's (an enlarged spleen) are still seen."""
     contrast_augmentation: bool = False
     """Also vary each training patch's contrast, gamma and offset as nnU-Net does (:meth:`IntensityAugmentation.varied_contrast`),
     so that a volume whose body z-score sits its organs lower or higher than usual still looks familiar."""
@@ -267,7 +270,9 @@ class DualStreamRecipe(Recipe):
     def patch_samplers(self, config: ResidualFCNConfig, training: dict[str, list[Subject]], patch: int) -> dict[int, PatchSampler]:
         """Per stream with training subjects, its ``patch``^3 sampler, augmented and mirrored as this recipe says
         (the bundle's training and every variant of the tables draw patches alike)."""
-        spatial = SpatialAugmentation() if self.spatial_augmentation else None
+        if not 0 <= self.spatial_scale < 1:
+            raise InputError("config", f"spatial_scale must lie in [0, 1) (each axis scaled by 1 +/- up to it), not {self.spatial_scale}")
+        spatial = SpatialAugmentation(scale=self.spatial_scale) if self.spatial_augmentation else None
         mirror = ABDOMEN.mirrored_classes() if self.mirror else None
         return {config.streams.index(m): PatchSampler([s.prepared for s in subjects], patch, config.classes, spatial, mirror)
                 for m, subjects in training.items() if subjects}
