@@ -126,11 +126,13 @@ class Preparation:
     trim_blank_borders: bool = False
     """Border slabs of one value are outside the field of view (:func:`without_blank_borders`)."""
 
+    def __post_init__(self) -> None:  # a recipe's or card's JSON list, or none
+        object.__setattr__(self, "ct_window", tuple(self.ct_window) if self.ct_window else None)
+
     @classmethod
     def of_card(cls, preprocessing: dict, source: str) -> Preparation:
         """A model card's preparation (``source`` names the card in an error)."""
-        window = preprocessing.get("ct_window")
-        preparation = cls(preprocessing["spacing_mm"], tuple(window) if window else None, preprocessing.get("body_threshold", DEFAULT_BODY_THRESHOLD),
+        preparation = cls(preprocessing["spacing_mm"], preprocessing.get("ct_window"), preprocessing.get("body_threshold", DEFAULT_BODY_THRESHOLD),
                           bool(preprocessing.get("trim_blank_borders", False)))
         require_body_threshold(preparation.body_threshold, source)
         return preparation

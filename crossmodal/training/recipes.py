@@ -292,7 +292,7 @@ class DualStreamRecipe(Recipe):
     def preparation(self) -> Preparation:
         """How this recipe's volumes are prepared (the card passes it on to inference)."""
         require_body_threshold(self.body_threshold, "config")
-        return Preparation(SPACING_MM, tuple(self.ct_window) if self.ct_window else None, self.body_threshold, self.trim_blank_borders)
+        return Preparation(SPACING_MM, self.ct_window, self.body_threshold, self.trim_blank_borders)
 
     def intensity_augmentation(self) -> IntensityAugmentation:
         """Noise and offsets, and contrast and gamma where this recipe asks for them."""
