@@ -1,5 +1,7 @@
 """Abdominal preprocessing (2 mm body crop, normalisation) and inference back onto the input grid."""
 
+import copy
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -73,6 +75,23 @@ def test_sliding_window_inference_covers_the_volume_with_probabilities():
     probabilities = predict_probabilities(net, 1, prepared, window=32, overlap=0.25)
     assert probabilities.shape == (5, *prepared.image.shape) and probabilities.dtype == np.float32
     assert np.allclose(probabilities.sum(axis=0), 1, atol=1e-4)
+
+
+def test_on_a_cpu_the_network_runs_channels_last_with_the_same_probabilities(monkeypatch):
+    """oneDNN's 3-D convolutions are faster channels-last on a CPU (:func:`crossmodal.devices.volume_layout`): the
+    trainer's weights are laid out so, and inference's, and the layout changes the speed only."""
+    from crossmodal import abdominal_inference
+    from crossmodal.training.abdominal_training import DualStreamTrainer
+
+    config = ResidualFCNConfig(variant="V4", filters=(2, 4, 4, 8, 8), units_per_scale=1)
+    weights = [p for p in DualStreamTrainer(config, torch.device("cpu")).module.parameters() if p.dim() == 5]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)
+    prepared = prepare_volume(abdominal_volume("CT", seed=1)[0], "CT")
+    torch.manual_seed(0)
+    network = DualStreamFCN(config)
+    laid_out = predict_probabilities(copy.deepcopy(network), 1, prepared, window=32, overlap=0.25)
+    monkeypatch.setattr(abdominal_inference, "volume_layout", lambda device: torch.contiguous_format)
+    assert np.allclose(laid_out, predict_probabilities(network, 1, prepared, window=32, overlap=0.25), atol=1e-5)
 
 
 def test_the_wrong_modality_is_noticed_and_bad_volumes_refused():

@@ -13,6 +13,7 @@ from monai.inferers import sliding_window_inference
 
 from crossmodal.abdominal import Preparation, PreparedVolume, guess_modality, labels_on_source, prepare_volume
 from crossmodal.bundles import ModelCard
+from crossmodal.devices import volume_layout
 from crossmodal.errors import InputError
 from crossmodal.labels import ABDOMEN
 from crossmodal.organ_components import keep_organ_components
@@ -50,14 +51,16 @@ def predict_probabilities(network: torch.nn.Module, stream: int, prepared: Prepa
     ``mirror`` (:meth:`~crossmodal.labels.LabelSet.mirrored_classes`): test-time mirroring, the average with the
     prediction for the body flipped left-right (its sided twins swapped back); twice the time. Only for a network
     trained on mirrored patches: any other has never seen a flipped body."""
-    network = network.to(device).eval()
+    device = torch.device(device)
+    layout = volume_layout(device)
+    network = network.to(device, memory_format=layout).eval()
     volume = torch.from_numpy(prepared.image)[None, None].to(device)
     passes = 1 if mirror is None else 2
     total, done = passes * window_count(prepared.image.shape, window, overlap), 0
 
     def predict(windows: torch.Tensor) -> torch.Tensor:
         nonlocal done
-        logits = network(windows, stream)
+        logits = network(windows.contiguous(memory_format=layout), stream)
         done += len(windows)
         if progress is not None:
             progress(min(done, total), total)

@@ -37,3 +37,11 @@ def fast_bfloat16(device: torch.device) -> bool:
     except OSError:  # not Linux: no cheap way to tell, so do not risk the slow path
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def volume_layout(device: torch.device) -> torch.memory_format:
+    """How 3-D networks lay out their weights and inputs on ``device``: channels-last on a CPU, where oneDNN's 3-D
+    convolutions run faster on it (dual-stream V4 at the bundle's width, 2-core AMD EPYC, float32: a training step of
+    2 x 48^3 patches 0.30 -> 0.23 s, a 96^3 inference window 0.48 -> 0.41 s); PyTorch's default elsewhere, where it was
+    not measured."""
+    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format

@@ -19,6 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from crossmodal.abdominal import PreparedVolume
+from crossmodal.devices import volume_layout
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
 from crossmodal.training.losses import dice_cross_entropy, dice_loss
 from crossmodal.training.trainer import NetworkTraining, Stateful
@@ -191,7 +192,8 @@ class DualStreamTrainer(NetworkTraining):
     def __init__(self, config: ResidualFCNConfig, device: torch.device, learning_rate: float | None = None, bfloat16: bool = False,
                  cross_entropy: bool = False, augment: IntensityAugmentation | None = None, weight_average: float | None = None) -> None:
         rate = learning_rate if learning_rate is not None else (1e-3 if config.variant in ("Individual", "Joint") else 1e-4)
-        super().__init__(DualStreamFCN(config), rate, device, adam_eps=1e-5)
+        self.layout = volume_layout(device)
+        super().__init__(DualStreamFCN(config).to(memory_format=self.layout), rate, device, adam_eps=1e-5)
         self.name = f"DualStream-{config.variant}"
         self.augment = augment or IntensityAugmentation()
         self.bfloat16 = bfloat16
@@ -208,7 +210,7 @@ class DualStreamTrainer(NetworkTraining):
 
     def train_step(self, batch: PatchBatch, generator: torch.Generator) -> dict[str, float]:
         self.network.train()
-        images = self.augment(batch.images, generator).to(self.device)
+        images = self.augment(batch.images, generator).to(self.device, memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):  # the loss below in float32
             logits = self.network(images, batch.stream).float()
         loss = self.loss(logits, batch.labels.to(self.device))
