@@ -109,8 +109,8 @@ def test_a_learning_curve_scores_the_test_volumes_along_one_training(tmp_path, c
 def test_the_committed_tables_resume_with_the_recipe_they_were_trained_with(folder, body_threshold):
     """Each committed tables folder keeps the recipe its runs were trained with (2.0.0's found the body with Otsu's
     threshold before it was a recipe key; 2.2.0's with Li's, with and without a moving average of the weights), all
-    36 runs of each, so the documented command (``--recipe`` that folder)
-    still resumes it after the bundled recipe moves on, and a recipe that finds the body otherwise does not mix in."""
+    36 runs of each, so the documented command (``--recipe`` that folder) still resumes it after the bundled recipe
+    moves on, and a recipe that finds the body otherwise does not mix in."""
     from pathlib import Path
 
     tables = Path(__file__).resolve().parents[1] / "Documentation" / "measurements" / folder
