@@ -1,15 +1,23 @@
 """The dual-stream Tables 1-3 runner: splits, summary, and a tiny end-to-end run on synthetic data."""
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
+import torch
 from conftest import write_phantom_nnunet
 
+from crossmodal.bundles import load_bundle, save_bundle
 from crossmodal.catalog import recipe_of
 from crossmodal.cli import EXIT_INPUT_ERROR
 from crossmodal.cli import main as crossmodal
+from crossmodal.errors import InputError
+from crossmodal.nets.ensemble import DualStreamEnsemble
+from crossmodal.report import model_section
 from crossmodal.reproduce.dualstream import recorded_choices, split, summarise, training_choices, versus_individual
-from crossmodal.training.recipes import read_recipe
+from crossmodal.reproduce.dualstream_ensemble import main as ensemble_main
+from crossmodal.training.recipes import load_subjects, read_recipe, subject_dice
 
 
 def test_two_folds_partition_the_subjects_differently_per_repeat():
@@ -120,3 +128,50 @@ def test_the_committed_tables_resume_with_the_recipe_they_were_trained_with(fold
     assert len(runs) == 36 and all(recorded_choices(run) == trained_as for run in runs)
     other = "li" if body_threshold == "otsu" else "otsu"
     assert all(recorded_choices(run) != {**trained_as, "body_threshold": other} for run in runs)
+
+
+def test_a_seed_ensemble_is_scored_beside_its_members_and_written_as_a_float16_bundle(models, tmp_path):
+    first, second = models["abdominal"], tmp_path / "seed1"
+    card, network = load_bundle(first)
+    with torch.no_grad():  # another training of the same recipe: other weights, its own seed on record
+        for parameter in network.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    training = {**card.training, "recipe": {**card.training["recipe"], "seed": 1, "validation_seed": 0}}
+    older = {k: v for k, v in card.preprocessing.items() if k != "trim_blank_borders"}  # a card from before the key: trimming off
+    save_bundle(second, network, replace(card, training=training, preprocessing=older))
+    shutil.copyfile(first / "recipe.json", second / "recipe.json")
+    out, bundle = tmp_path / "table", tmp_path / "ensemble"
+    assert ensemble_main(["--members", str(first), str(second), "--out", str(out), "--bundle", str(bundle), "--version", "9.0.0"]) == 0
+
+    rows = json.loads((out / "dualstream_ensemble.json").read_text())["rows"]
+    assert list(rows) == ["tiny-v4 1.0.0 (seed 0)", "tiny-v4 1.0.0 (seed 1)", "ensemble of 2"]
+    card, network = load_bundle(bundle)
+    assert isinstance(network, DualStreamEnsemble) and card.version == "9.0.0" and card.weights_dtype == "float16"
+    assert card.network_name == "DualStreamFCN x 2 (seed ensemble)"
+    assert [m["recipe"]["seed"] for m in card.training["members"]] == [0, 1]
+    assert "seed 0: 2 steps" in model_section(card, bundle) and "seed 1: 2 steps" in model_section(card, bundle)
+    assert card.validation["dice_native"] == rows["ensemble of 2"]["dice_native"]
+    assert read_recipe(bundle / "recipe.json").seed == 0  # training again from the bundle trains its first member's recipe
+    # Its validation is what the stored weights deliver.
+    held = {s.case_id: s for s in load_subjects(card.training["data"]["CT"], "CT", read_recipe(bundle / "recipe.json").preparation)}
+    case = next(c for c, m in card.validation["subjects"].items() if m == "CT")
+    assert subject_dice(network, held[case], torch.device("cpu")) == card.validation["dice_native"][case]
+
+    with pytest.raises(InputError, match="same weights twice"):
+        ensemble_main(["--members", str(first), str(first), "--out", str(out)])
+    with pytest.raises(InputError, match="single dual-stream networks"):
+        ensemble_main(["--members", str(first), str(bundle), "--out", str(out)])
+    other_split = tmp_path / "other-split"
+    shutil.copytree(second, other_split)
+    written = json.loads((other_split / "card.json").read_text())
+    written["validation"]["subjects"] = {"elsewhere": "CT"}
+    (other_split / "card.json").write_text(json.dumps(written))
+    with pytest.raises(InputError, match="validation subjects"):
+        ensemble_main(["--members", str(first), str(other_split), "--out", str(out)])
+    written["validation"]["subjects"] = card.validation["subjects"]
+    written["preprocessing"]["trim_blank_borders"] = True
+    (other_split / "card.json").write_text(json.dumps(written))
+    with pytest.raises(InputError, match="in preprocessing"):
+        ensemble_main(["--members", str(first), str(other_split), "--out", str(out)])
+    with pytest.raises(SystemExit):  # a finished bundle is never overwritten
+        ensemble_main(["--members", str(first), str(second), "--out", str(out), "--bundle", str(bundle), "--version", "9.0.1"])

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from crossmodal.nets.ensemble import DualStreamEnsemble
 from crossmodal.nets.residual_fcn import (
     VARIANTS,
     DualStreamFCN,
@@ -115,3 +116,19 @@ def test_bad_input_is_refused(shape, message):
         DualStreamFCN(ResidualFCNConfig(**SMALL))(torch.rand(*shape), 0)
     with pytest.raises(ValueError, match="unknown dual-stream variant 'V5'"):
         ResidualFCNConfig(variant="V5")
+
+
+def test_a_seed_ensemble_returns_logits_of_its_members_mean_probabilities():
+    torch.manual_seed(0)
+    members = [DualStreamFCN(ResidualFCNConfig(**SMALL)).eval() for _ in range(2)]
+    ensemble = DualStreamEnsemble(members).eval()
+    image = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        for stream in (0, 1):
+            mean = sum(torch.softmax(m(image, stream), dim=1) for m in members) / 2
+            torch.testing.assert_close(torch.softmax(ensemble(image, stream), dim=1), mean)
+    assert ensemble.config == members[0].config
+    with pytest.raises(ValueError, match="two members"):
+        DualStreamEnsemble(members[:1])
+    with pytest.raises(ValueError, match="one dual-stream configuration"):
+        DualStreamEnsemble([members[0], DualStreamFCN(ResidualFCNConfig(variant="V1", **SMALL))])

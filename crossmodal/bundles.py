@@ -29,6 +29,9 @@ MIRRORED_PATCHES = "mirrored_patches"
 LGE_UNET = "lge_unet"
 """Key of an MMSDNet card's hyper-parameters: the U-Net (``filters``, ``depth``) whose LGE probabilities the
 bundle averages with MMSDNet's (see :mod:`crossmodal.nets.ensemble`); absent: MMSDNet alone."""
+MEMBERS = "members"
+"""Key of a dual-stream card's hyper-parameters: how many networks of that configuration, trained from different
+seeds, the bundle averages (:class:`~crossmodal.nets.ensemble.DualStreamEnsemble`); absent: one network."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,13 @@ class ModelCard:
 
     @property
     def network_name(self) -> str:
-        """What a user is told the model is: the architecture, with the U-Net beside it where the bundle carries one."""
-        return f"{self.architecture} + LGE U-Net" if LGE_UNET in self.hyperparameters else self.architecture
+        """What a user is told the model is: the architecture, with the U-Net beside it or the number of networks
+        averaged where the bundle carries an ensemble."""
+        if LGE_UNET in self.hyperparameters:
+            return f"{self.architecture} + LGE U-Net"
+        if MEMBERS in self.hyperparameters:
+            return f"{self.architecture} x {self.hyperparameters[MEMBERS]} (seed ensemble)"
+        return self.architecture
 
     @staticmethod
     def label_entries(label_set: LabelSet) -> list[dict]:
@@ -161,9 +169,13 @@ def _mmsdnet(hyperparameters: dict) -> torch.nn.Module:
 
 
 def _dual_stream_fcn(hyperparameters: dict) -> torch.nn.Module:
+    from crossmodal.nets.ensemble import DualStreamEnsemble
     from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
 
-    return DualStreamFCN(ResidualFCNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items()}))
+    config = ResidualFCNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items() if k != MEMBERS})
+    if MEMBERS not in hyperparameters:
+        return DualStreamFCN(config)
+    return DualStreamEnsemble([DualStreamFCN(config) for _ in range(int(hyperparameters[MEMBERS]))])
 
 
 ARCHITECTURES = {"MMSDNet": _mmsdnet, "DualStreamFCN": _dual_stream_fcn}

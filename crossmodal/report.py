@@ -97,9 +97,11 @@ def model_section(card: ModelCard, folder: Path | None) -> str:
     trained_on = training.get("data", "")
     facts = [f"{html.escape(card.id)} {html.escape(card.version)} ({html.escape(card.network_name)})",
              f"trained on {html.escape(json.dumps(trained_on) if isinstance(trained_on, dict) else str(trained_on))}"]
-    if "steps" in training:
-        facts.append(f"{training['steps']} steps, the weights of step {training.get('best_step', '?')} kept, "
-                     f"{training.get('seconds', '?')} s on {training.get('device', '?')}")
+    for member in training.get("members", [training]):
+        if "steps" in member:
+            seed = f"seed {member['recipe']['seed']}: " if "members" in training and "recipe" in member else ""
+            facts.append(f"{seed}{member['steps']} steps, the weights of step {member.get('best_step', '?')} kept, "
+                         f"{member.get('seconds', '?')} s on {member.get('device', '?')}")
     scores = next((v for k, v in card.validation.items() if k.startswith("dice") and isinstance(v, dict)), {})
     flat = []
     for case, value in scores.items():
