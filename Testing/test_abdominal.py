@@ -9,8 +9,11 @@ import torch
 
 from crossmodal.abdominal import Preparation, labels_on_source, looks_like, prepare_volume
 from crossmodal.abdominal_inference import predict_probabilities
+from crossmodal.bundles import MEMBERS, load_bundle, round_to_float16
+from crossmodal.catalog import find_model
 from crossmodal.errors import InputError
 from crossmodal.geometry import Grid, resample
+from crossmodal.nets.ensemble import DualStreamEnsemble
 from crossmodal.nets.residual_fcn import DualStreamFCN, ResidualFCNConfig
 from crossmodal.phantoms import abdominal_volume
 
@@ -568,3 +571,18 @@ def test_a_recipe_prepares_as_it_says_and_its_card_makes_inference_prepare_alike
         network.decoder[0].last.bias[1:] += 50.0  # an untrained network that calls every voxel an organ
         labels = sitk.GetArrayFromImage(segment_abdominal(network, card, blanked, "MR", keep_components=False).labels)
     assert labels[:-3].any() and not labels[-3:].any()
+
+
+def test_the_single_network_is_the_default_abdominal_model_and_its_seed_ensemble_is_offered_beside_it():
+    """The ensemble bundle averages the default model and a second training of its recipe: its first member is
+    exactly the default's weights (rounded to float16), prepared alike and validated on the same volumes."""
+    default = find_model(None, "abdominal")
+    assert default.name == "dualstream-v4-abdomen"
+    single_card, single = load_bundle(default)
+    card, ensemble = load_bundle(find_model("dualstream-v4x2-abdomen", "abdominal"))
+    assert isinstance(ensemble, DualStreamEnsemble) and card.hyperparameters[MEMBERS] == len(ensemble.members) == 2
+    assert [m["recipe"]["seed"] for m in card.training["members"]] == [0, 1] and card.weights_dtype == "float16"
+    assert Preparation.of_card(card.preprocessing, "ensemble") == Preparation.of_card(single_card.preprocessing, "single")
+    assert card.validation["subjects"] == single_card.validation["subjects"]
+    rounded = round_to_float16(single).state_dict()
+    assert all(torch.equal(rounded[k], v) for k, v in ensemble.members[0].state_dict().items())

@@ -16,14 +16,16 @@ from crossmodal.geometry import Grid
 from crossmodal.metrics import dice
 
 pytestmark = pytest.mark.realdata
-BUNDLE = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "dualstream-v4-abdomen"
+MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    if not (BUNDLE / "card.json").exists():
-        pytest.skip(f"{BUNDLE} is not there")
-    return load_bundle(BUNDLE)
+@pytest.fixture(scope="module", params=["dualstream-v4-abdomen", "dualstream-v4x2-abdomen"])
+def bundle(request):
+    """Each bundled dual-stream model: the single network and the seed ensemble."""
+    folder = MODELS / request.param
+    if not (folder / "card.json").exists():
+        pytest.skip(f"{folder} is not there")
+    return load_bundle(folder)
 
 
 @pytest.mark.parametrize(("folder", "modality"), [("btcv_ct", "CT"), ("chaos_t2", "MR")])
