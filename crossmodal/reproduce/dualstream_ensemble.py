@@ -80,16 +80,16 @@ def scores_of(network: torch.nn.Module, held: list[Subject], device: torch.devic
 
 
 def markdown(rows: dict[str, dict], held: list[Subject], meta: dict) -> str:
-    organs = list(next(iter(rows.values()))["dice_native"][held[0].case_id])
+    first = next(iter(rows.values()))
+    organs, modalities = list(first["dice_native"][held[0].case_id]), sorted(first["average"])
     lines = [f"# Dual-stream seed ensemble on its members' validation volumes ({meta['device']})", "",
              "Dice per organ as `segment` delivers it (" + " / ".join(organs) + " = mean).", "",
-             "| network | " + " | ".join(f"{s.case_id} ({s.modality})" for s in held) + " | " +
-             " | ".join(f"{m} mean" for m in sorted(rows[next(iter(rows))]["average"])) + " |",
-             "|---" * (1 + len(held) + len(rows[next(iter(rows))]["average"])) + "|"]
+             "| network | " + " | ".join(f"{s.case_id} ({s.modality})" for s in held) + " | " + " | ".join(f"{m} mean" for m in modalities) + " |",
+             "|---" * (1 + len(held) + len(modalities)) + "|"]
     for name, row in rows.items():
         cells = [" / ".join(f"{row['dice_native'][s.case_id][o]:.3f}" for o in organs) +
                  f" = **{np.mean(list(row['dice_native'][s.case_id].values())):.3f}**" for s in held]
-        cells += [f"{row['average'][m]:.3f}" for m in sorted(row["average"])]
+        cells += [f"{row['average'][m]:.3f}" for m in modalities]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", f"Float16 weights for the ensemble row: {meta['float16']}.", ""])
 
